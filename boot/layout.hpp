@@ -1,0 +1,43 @@
+// Where ember puts things in guest-physical memory and I/O space. One place, so that loaders, ACPI
+// tables, e820 and devices agree.
+#pragma once
+
+#include <cstdint>
+
+namespace ember::layout {
+
+// Low memory (below 1 MiB).
+inline constexpr uint64_t kBootGdt = 0x500;           // Boot GDT (null, null, code 0x10, data 0x18).
+inline constexpr uint64_t kPvhStartInfo = 0x6000;     // hvm_start_info, module list, memmap.
+inline constexpr uint64_t kBootParams = 0x7000;       // Linux zero page (struct boot_params).
+inline constexpr uint64_t kBootStackTop = 0x8ff0;     // Initial stack for 64-bit entry.
+inline constexpr uint64_t kPml4 = 0x9000;             // Identity page tables: PML4,
+inline constexpr uint64_t kPdpt = 0xa000;             //   one PDPT,
+inline constexpr uint64_t kPageDirectories = 0xb000;  //   four PDs of 2 MiB pages (4 GiB).
+inline constexpr uint64_t kCmdline = 0x20000;         // Kernel command line.
+inline constexpr uint64_t kCmdlineMax = 0x10000;      // Including the NUL.
+inline constexpr uint64_t kLowRamEnd = 0x9fc00;       // End of conventional RAM (EBDA above).
+inline constexpr uint64_t kAcpiStart = 0xe0000;       // RSDP and all ACPI tables (BIOS area).
+inline constexpr uint64_t kAcpiEnd = 0x100000;
+inline constexpr uint64_t kHighRamStart = 0x100000;   // Kernels load at 1 MiB.
+
+// 32-bit MMIO hole: RAM above kMmioHoleStart moves to 4 GiB.
+inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
+inline constexpr uint64_t kMmioHoleEnd = 0x100000000;
+inline constexpr uint64_t kIoapicAddress = 0xfec00000;
+inline constexpr uint64_t kLapicAddress = 0xfee00000;
+
+// Port I/O.
+inline constexpr uint16_t kI8042DataPort = 0x60;      // i8042 occupies 0x60 and 0x64.
+inline constexpr uint16_t kI8042CommandPort = 0x64;
+inline constexpr uint16_t kCom1Port = 0x3f8;          // 16550 UART, 8 ports.
+inline constexpr uint8_t kCom1Irq = 4;
+inline constexpr uint16_t kPvpanicPort = 0x505;       // QEMU pvpanic, 1 port.
+inline constexpr uint16_t kAcpiPmPort = 0x600;        // ACPI hardware-reduced registers, 3 ports:
+inline constexpr uint16_t kAcpiSleepControlPort = 0x600;  //   sleep control (FADT SLEEP_CONTROL_REG),
+inline constexpr uint16_t kAcpiSleepStatusPort = 0x601;   //   sleep status (FADT SLEEP_STATUS_REG),
+inline constexpr uint16_t kAcpiResetPort = 0x602;         //   reset register (FADT RESET_REG).
+inline constexpr uint8_t kAcpiResetValue = 0x1;
+inline constexpr uint8_t kAcpiS5SleepType = 5;        // SLP_TYP for \_S5 (poweroff).
+
+}  // namespace ember::layout
