@@ -1,1 +1,3 @@
-int main() { return 0; }
+#include "vmm/cli.hpp"
+
+int main(int argc, char** argv) { return ember::run_cli(argc, argv); }

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Tier 2: the ember test guest (tests/guest) booted by ember, both loaders (PVH ELF and bzImage),
+1-4 vCPUs, memory below and above the 32-bit hole, UART input by interrupt, guest panic, and
+Ctrl-C (SIGINT) on the host.
+
+usage: ember_guest_test.py EMBER GUEST_ELF GUEST_BZIMAGE"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import common
+
+EMBER, GUEST_ELF, GUEST_BZIMAGE = sys.argv[1:4]
+TIMEOUT = 60
+tally = common.Tally()
+
+
+def boot(kernel, cpus, memory_mib, extra="", stdin_data=None):
+    cmdline = f"console=ttyS0 expect.cpus={cpus} expect.mem_mib={memory_mib} {extra}".strip()
+    command = [EMBER, "boot", "--kernel", kernel, "--cpus", str(cpus), "--memory",
+               f"{memory_mib}M", "--cmdline", cmdline]
+    return cmdline, common.run(command, TIMEOUT, stdin_data=stdin_data)
+
+
+def check_guest_run(name, kernel, cpus, memory_mib, entry):
+    cmdline, result = boot(kernel, cpus, memory_mib, f"expect.cmdline_token={name}")
+    out = result.stdout
+    tally.check(f"{name}: ember exits 0 after guest poweroff", result.returncode == 0,
+                result.describe())
+    tally.check(f"{name}: entered through {entry}", f"entry={entry}" in out, result.describe())
+    tally.check(f"{name}: guest saw the exact command line",
+                f"ember-test-guest: cmdline: {cmdline}" in out, result.describe())
+    tally.check(f"{name}: all {cpus} vCPUs reported", f"CHECK smp ok cpus={cpus}" in out,
+                result.describe())
+    fails = [line for line in out.splitlines() if " FAIL" in line]
+    tally.check(f"{name}: no failed guest checks", not fails, "\n".join(fails))
+    match = re.search(r"RESULT pass=(\d+) fail=(\d+)", out)
+    tally.check(f"{name}: guest result line, fail=0",
+                match is not None and match.group(2) == "0" and int(match.group(1)) > 0,
+                result.describe())
+    tally.check(f"{name}: nothing on stderr", result.stderr.strip() == "", result.stderr)
+    print(f"     {name}: {result.seconds:.2f}s wall", flush=True)
+
+
+class Interactive:
+    """ember with a pipe on stdin and a thread collecting stdout, to talk to the guest's UART."""
+
+    def __init__(self, command):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+        self.output = ""
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for chunk in iter(lambda: self.process.stdout.read1(4096), b""):
+            with self.lock:
+                self.output += chunk.decode(errors="replace")
+
+    def wait_for(self, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if text in self.output:
+                    return True
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        with self.lock:
+            return text in self.output
+
+    def finish(self, timeout):
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.reader.join(5)
+        return self.process.returncode, self.process.stderr.read().decode(errors="replace")
+
+
+def check_uart_input():
+    session = Interactive([EMBER, "boot", "--kernel", GUEST_ELF, "--cmdline",
+                           "console=ttyS0 expect.cpus=1 test.uart_rx=1"])
+    ready = session.wait_for("ready-for-input", TIMEOUT)
+    tally.check("uart-rx: guest asks for input", ready, session.output[-2000:])
+    session.process.stdin.write(b"hello-from-the-host\n")
+    session.process.stdin.flush()
+    got = session.wait_for("got-input hello-from-the-host", 20)
+    code, stderr = session.finish(TIMEOUT)
+    tally.check("uart-rx: host stdin reached the guest through the RX interrupt", got,
+                session.output[-2000:])
+    tally.check("uart-rx: exit 0", code == 0, f"exit {code}; {stderr}")
+
+
+def check_sigint():
+    session = Interactive([EMBER, "boot", "--kernel", GUEST_ELF, "--cmdline",
+                           "console=ttyS0 test.uart_rx=1"])
+    ready = session.wait_for("ready-for-input", TIMEOUT)
+    tally.check("sigint: guest is running and waiting", ready, session.output[-2000:])
+    start = time.monotonic()
+    session.process.send_signal(signal.SIGINT)
+    code, stderr = session.finish(10)
+    tally.check("sigint: ember stops the VM with status 130", code == 130,
+                f"exit {code}; {stderr}")
+    tally.check("sigint: says it was stopped by SIGINT", "stopped by SIGINT" in stderr, stderr)
+    print(f"     sigint: stopped {time.monotonic() - start:.2f}s after the signal", flush=True)
+
+
+def check_panic():
+    _, result = boot(GUEST_ELF, 1, 128, "test.panic=1")
+    tally.check("panic: guest panic ends ember with status 3", result.returncode == 3,
+                result.describe())
+    tally.check("panic: ember says the guest panicked", "guest kernel panicked" in result.stderr,
+                result.stderr)
+
+
+common.announce(2, "ember test guest booted by ember")
+check_guest_run("pvh-1cpu-256M", GUEST_ELF, 1, 256, "pvh")
+check_guest_run("pvh-2cpu-512M", GUEST_ELF, 2, 512, "pvh")
+check_guest_run("bzimage-2cpu-256M", GUEST_BZIMAGE, 2, 256, "linux64")
+check_guest_run("pvh-4cpu-5G", GUEST_ELF, 4, 5120, "pvh")
+check_uart_input()
+check_panic()
+check_sigint()
+tally.finish()

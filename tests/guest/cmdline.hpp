@@ -1,0 +1,15 @@
+// Command line parameters: space-separated key=value words.
+#pragma once
+
+#include "base.hpp"
+
+namespace guest {
+
+// The value of the first `key=value` word, or false if there is none.
+bool cmdline_value(const char* cmdline, const char* key, Str& value);
+// A numeric parameter; false if absent or not a number.
+bool cmdline_number(const char* cmdline, const char* key, uint64_t& value);
+// True if `key=1` is present.
+bool cmdline_flag(const char* cmdline, const char* key);
+
+}  // namespace guest

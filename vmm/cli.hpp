@@ -1,0 +1,22 @@
+// The command line: `ember boot`, `ember host`. Fills a MachineConfig; knows nothing of KVM.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ember {
+
+// ember's exit statuses (`ember boot`).
+inline constexpr int kExitOk = 0;           // Guest powered off or rebooted.
+inline constexpr int kExitFailure = 1;      // The VMM failed; one line on stderr says why.
+inline constexpr int kExitUsage = 2;        // Bad command line.
+inline constexpr int kExitGuestPanic = 3;   // The guest kernel panicked (pvpanic).
+// Stopped by a host signal: 128 + the signal number, as a shell reports it.
+
+// "512M", "2G", "65536K", "1073741824B"; a bare number is MiB. nullopt if it is not a size.
+std::optional<uint64_t> parse_memory_size(const std::string& text);
+
+int run_cli(int argc, char** argv);
+
+}  // namespace ember

@@ -1,0 +1,69 @@
+#include "vmm/event_loop.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <array>
+
+#include "vmm/error.hpp"
+
+namespace ember {
+
+EventLoop::EventLoop() {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw system_error("epoll_create1");
+  wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_) throw system_error("eventfd");
+  add(wake_.get(), EPOLLIN, [this](uint32_t) {
+    uint64_t value;
+    while (::read(wake_.get(), &value, sizeof(value)) > 0) {
+    }
+  });
+}
+
+void EventLoop::add(int fd, uint32_t events, Handler handler) {
+  epoll_event event{};
+  event.events = events;
+  event.data.fd = fd;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0)
+    throw system_error("epoll_ctl add fd " + std::to_string(fd));
+  handlers_[fd] = std::move(handler);
+}
+
+void EventLoop::remove(int fd) {
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  handlers_.erase(fd);
+}
+
+void EventLoop::set_idle(std::chrono::milliseconds period, std::function<void()> idle) {
+  idle_period_ = period;
+  idle_ = std::move(idle);
+}
+
+void EventLoop::run() {
+  std::array<epoll_event, 16> events;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    const int timeout = idle_ ? static_cast<int>(idle_period_.count()) : -1;
+    const int count = ::epoll_wait(epoll_.get(), events.data(), events.size(), timeout);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      throw system_error("epoll_wait");
+    }
+    for (int i = 0; i < count; ++i) {
+      auto handler = handlers_.find(events[i].data.fd);
+      if (handler != handlers_.end()) {
+        auto callback = handler->second;  // A handler may remove itself.
+        callback(events[i].events);
+      }
+    }
+    if (idle_) idle_();
+  }
+}
+
+void EventLoop::stop() {
+  stopping_.store(true, std::memory_order_release);
+  const uint64_t one = 1;
+  [[maybe_unused]] auto written = ::write(wake_.get(), &one, sizeof(one));
+}
+
+}  // namespace ember

@@ -1,0 +1,39 @@
+// The I/O thread's epoll loop: fds with callbacks, run until stop() from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+
+#include "vmm/unique_fd.hpp"
+
+namespace ember {
+
+class EventLoop {
+ public:
+  using Handler = std::function<void(uint32_t events)>;
+
+  EventLoop();
+
+  // Watches fd for events (EPOLLIN etc.); the handler runs on the loop's thread.
+  void add(int fd, uint32_t events, Handler handler);
+  void remove(int fd);
+  // Called on the loop's thread after each wake-up (and at least every period while set).
+  void set_idle(std::chrono::milliseconds period, std::function<void()> idle);
+
+  // Runs until stop(); exceptions from handlers propagate to the caller.
+  void run();
+  void stop();  // Thread-safe.
+
+ private:
+  UniqueFd epoll_;
+  UniqueFd wake_;  // eventfd that stop() writes.
+  std::atomic<bool> stopping_{false};
+  std::map<int, Handler> handlers_;
+  std::chrono::milliseconds idle_period_{-1};
+  std::function<void()> idle_;
+};
+
+}  // namespace ember

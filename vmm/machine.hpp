@@ -1,0 +1,97 @@
+// The one place that assembles a microVM from a validated MachineConfig: guest memory, KVM VM and
+// vCPUs, legacy devices, ACPI, the loaded kernel; then runs it until the guest or the host stops it.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "devices/stop_reason.hpp"
+#include "vmm/bus.hpp"
+#include "vmm/guest_memory.hpp"
+#include "vmm/kvm.hpp"
+
+namespace ember {
+
+class Serial;
+
+inline constexpr uint64_t kMiB = 1024 * 1024;
+inline constexpr uint64_t kMinimumMemory = 64 * kMiB;
+
+struct MachineConfig {
+  std::string kernel_path;
+  std::string initrd_path;  // Empty: no initrd.
+  std::string cmdline;
+  uint32_t cpus = 1;
+  uint64_t memory_bytes = 256 * kMiB;
+  std::string kvm_path = "/dev/kvm";
+  int console_input = 0;   // Host fd whose bytes the UART receives (-1: none).
+  int console_output = 1;  // Host fd the UART transmits to.
+};
+
+// How a run ended. The CLI turns this into ember's exit status.
+struct MachineExit {
+  enum class Kind {
+    kPowerOff,     // The guest powered off (ACPI S5).
+    kReset,        // The guest asked for a reset (reboot) or triple-faulted.
+    kGuestPanic,   // pvpanic told us the guest kernel panicked.
+    kInterrupted,  // SIGINT/SIGTERM/SIGHUP on the host.
+    kFailure,      // The VMM could not go on (KVM internal error, failed entry, ...).
+  };
+  Kind kind = Kind::kFailure;
+  int signal = 0;       // For kInterrupted.
+  std::string message;  // One line for the user.
+};
+
+class Machine {
+ public:
+  // Validates the config against the host and builds everything; throws Error with one line.
+  explicit Machine(MachineConfig config);
+  ~Machine();
+
+  // Runs the vCPUs and, on the calling thread, the I/O loop; returns when the VM has stopped and
+  // every vCPU thread has been joined.
+  MachineExit run();
+
+  // Thread-safe; the first request wins.
+  void request_stop(MachineExit exit);
+
+  const GuestMemory& memory() const { return *memory_; }
+
+ private:
+  void validate() const;
+  void create_memory();
+  void create_devices();
+  void load_guest();
+  void configure_vcpus();
+  void vcpu_loop(Vcpu& vcpu);
+  bool handle_exit(Vcpu& vcpu);
+  void report_internal_error(Vcpu& vcpu, const char* what);
+  void kick_vcpus();
+  void on_device_stop(StopReason reason);
+
+  MachineConfig config_;
+  std::unique_ptr<Kvm> kvm_;
+  std::unique_ptr<Vm> vm_;
+  std::unique_ptr<GuestMemory> memory_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  Bus pio_bus_{"port I/O"};
+  Bus mmio_bus_{"MMIO"};
+  std::shared_ptr<Serial> serial_;
+  kvm_regs boot_regs_{};
+  kvm_sregs boot_sregs_{};
+
+  std::vector<std::jthread> vcpu_threads_;
+  std::atomic<bool> stopping_{false};
+  std::mutex exit_mutex_;
+  MachineExit exit_;
+  std::function<void()> wake_io_loop_;
+};
+
+}  // namespace ember
