@@ -46,14 +46,18 @@ std::array<std::byte, kBootParamsSize> build_boot_params(const BootParamsSpec& s
               page.begin() + zero_page::kSetupHeader);
   }
   page[kTypeOfLoader] = static_cast<std::byte>(kLoaderUndefined);
-  // Only LOADED_HIGH matters for the 64-bit entry; the real-mode heap is never used (no setup code runs).
+  // Only LOADED_HIGH matters for the 64-bit entry; the real-mode heap is never used (no setup code
+  // runs).
   page[kLoadFlags] = (page[kLoadFlags] | std::byte{kLoadedHigh}) & ~std::byte{kCanUseHeap};
   store_le<uint32_t>(page, kCmdLinePtr, static_cast<uint32_t>(spec.cmdline_address));
-  store_le<uint32_t>(page, zero_page::kExtCmdLinePtr, static_cast<uint32_t>(spec.cmdline_address >> 32));
+  store_le<uint32_t>(page, zero_page::kExtCmdLinePtr,
+                     static_cast<uint32_t>(spec.cmdline_address >> 32));
   store_le<uint32_t>(page, kRamdiskImage, static_cast<uint32_t>(spec.initrd_address));
-  store_le<uint32_t>(page, zero_page::kExtRamdiskImage, static_cast<uint32_t>(spec.initrd_address >> 32));
+  store_le<uint32_t>(page, zero_page::kExtRamdiskImage,
+                     static_cast<uint32_t>(spec.initrd_address >> 32));
   store_le<uint32_t>(page, kRamdiskSize, static_cast<uint32_t>(spec.initrd_size));
-  store_le<uint32_t>(page, zero_page::kExtRamdiskSize, static_cast<uint32_t>(spec.initrd_size >> 32));
+  store_le<uint32_t>(page, zero_page::kExtRamdiskSize,
+                     static_cast<uint32_t>(spec.initrd_size >> 32));
   store_le<uint64_t>(page, kSetupData, 0);  // No setup_data chain.
   store_le<uint64_t>(page, zero_page::kAcpiRsdpAddr, spec.rsdp_address);
   write_e820(page, spec.e820);

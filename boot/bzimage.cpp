@@ -20,7 +20,9 @@ constexpr uint16_t kXLoadFlagsProtocol = 0x020c;
 constexpr uint16_t kInitSizeProtocol = 0x020a;
 constexpr uint64_t kMiB = 1 << 20;
 
-std::string hex(uint64_t value) { return (std::ostringstream() << "0x" << std::hex << value).str(); }
+std::string hex(uint64_t value) {
+  return (std::ostringstream() << "0x" << std::hex << value).str();
+}
 
 std::string protocol_name(uint16_t version) {
   return (std::ostringstream() << (version >> 8) << "." << std::hex << (version >> 4 & 0xf)
@@ -64,10 +66,11 @@ BzImageLoad load_bzimage(const GuestMemory& memory, const std::string& path,
   if (version < kMinimumProtocol)
     throw image_error(path, "bzImage boot protocol " + protocol_name(version) +
                                 " is older than 2.06, which ember needs");
-  const uint16_t xloadflags = version >= kXLoadFlagsProtocol ? load_le<uint16_t>(image, kXLoadFlags) : 0;
+  const uint16_t xloadflags =
+      version >= kXLoadFlagsProtocol ? load_le<uint16_t>(image, kXLoadFlags) : 0;
   if ((xloadflags & kXlfKernel64) == 0)
-    throw image_error(path, "bzImage has no 64-bit entry point (protocol " + protocol_name(version) +
-                                ", xloadflags " + hex(xloadflags) + ")");
+    throw image_error(path, "bzImage has no 64-bit entry point (protocol " +
+                                protocol_name(version) + ", xloadflags " + hex(xloadflags) + ")");
   if ((static_cast<uint8_t>(image[kLoadFlags]) & kLoadedHigh) == 0)
     throw image_error(path, "zImage (protected-mode code not loaded high) is not supported");
 
@@ -84,7 +87,8 @@ BzImageLoad load_bzimage(const GuestMemory& memory, const std::string& path,
   if (!target)
     throw image_error(path, "kernel of " + std::to_string(protected_mode.size() / kMiB) +
                                 " MiB does not fit in guest memory at " + hex(load_address) +
-                                " (memory ends at " + hex(memory_end(memory)) + "); raise --memory");
+                                " (memory ends at " + hex(memory_end(memory)) +
+                                "); raise --memory");
   std::copy(protected_mode.begin(), protected_mode.end(), target->begin());
 
   uint64_t end = load_address + protected_mode.size();
@@ -93,13 +97,14 @@ BzImageLoad load_bzimage(const GuestMemory& memory, const std::string& path,
     const uint64_t init_size = load_le<uint32_t>(image, kInitSize);
     if (!memory.slice(start, init_size))
       throw image_error(path, "kernel needs " + std::to_string((init_size + kMiB - 1) / kMiB) +
-                                  " MiB at " + hex(start) + " to decompress (init_size), guest memory ends at " +
+                                  " MiB at " + hex(start) +
+                                  " to decompress (init_size), guest memory ends at " +
                                   hex(memory_end(memory)) + "; raise --memory");
     end = std::max(end, start + init_size);
   }
 
-  const size_t header_end = std::min<size_t>(
-      kJump + 2 + static_cast<uint8_t>(image[kJump + 1]), zero_page::kSetupHeaderLimit);
+  const size_t header_end = std::min<size_t>(kJump + 2 + static_cast<uint8_t>(image[kJump + 1]),
+                                             zero_page::kSetupHeaderLimit);
   return BzImageLoad{
       .load_address = load_address,
       .entry = load_address + kEntry64Offset,

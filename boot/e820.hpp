@@ -20,7 +20,8 @@ struct E820Entry {
 };
 
 // RAM regions for a guest of memory_size bytes: [0, min(size, 3 GiB)) and the rest from 4 GiB, so
-// that the 32-bit MMIO hole stays free. Throws Error when the size is not page aligned or too small.
+// that the 32-bit MMIO hole stays free. Throws Error when the size is not page aligned or too
+// small.
 std::vector<GuestMemory::RegionSpec> ram_regions(uint64_t memory_size);
 
 // The e820 map for those regions: conventional RAM below the EBDA, the EBDA/VGA hole and the ACPI

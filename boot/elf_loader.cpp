@@ -20,7 +20,9 @@ constexpr uint32_t kXenElfnotePhys32Entry = 18;
 constexpr char kXenNoteName[] = "Xen";
 constexpr uint64_t kFourGiB = uint64_t{1} << 32;
 
-std::string hex(uint64_t value) { return (std::ostringstream() << "0x" << std::hex << value).str(); }
+std::string hex(uint64_t value) {
+  return (std::ostringstream() << "0x" << std::hex << value).str();
+}
 
 Error elf_error(const std::string& path, const std::string& reason) {
   return Error("kernel " + path + ": " + reason);
@@ -28,13 +30,20 @@ Error elf_error(const std::string& path, const std::string& reason) {
 
 std::string machine_name(uint16_t machine) {
   switch (machine) {
-    case EM_386: return "i386";
-    case EM_ARM: return "ARM";
-    case EM_AARCH64: return "AArch64";
-    case EM_RISCV: return "RISC-V";
-    case EM_PPC64: return "PowerPC64";
-    case EM_S390: return "S/390";
-    default: return "unknown";
+    case EM_386:
+      return "i386";
+    case EM_ARM:
+      return "ARM";
+    case EM_AARCH64:
+      return "AArch64";
+    case EM_RISCV:
+      return "RISC-V";
+    case EM_PPC64:
+      return "PowerPC64";
+    case EM_S390:
+      return "S/390";
+    default:
+      return "unknown";
   }
 }
 
@@ -62,16 +71,19 @@ struct ElfHeader {
 ElfHeader check_header(const std::string& path, std::span<const std::byte> image) {
   if (image.size() < EI_NIDENT) throw elf_error(path, "truncated ELF: no room for e_ident");
   const auto elf_class = static_cast<uint8_t>(image[EI_CLASS]);
-  if (elf_class == ELFCLASS32) throw elf_error(path, "32-bit ELF; ember boots 64-bit x86-64 kernels");
-  if (elf_class != ELFCLASS64) throw elf_error(path, "ELF class " + std::to_string(elf_class) + " is not 64-bit");
-  if (static_cast<uint8_t>(image[EI_DATA]) != ELFDATA2LSB) throw elf_error(path, "big-endian ELF, not x86-64");
+  if (elf_class == ELFCLASS32)
+    throw elf_error(path, "32-bit ELF; ember boots 64-bit x86-64 kernels");
+  if (elf_class != ELFCLASS64)
+    throw elf_error(path, "ELF class " + std::to_string(elf_class) + " is not 64-bit");
+  if (static_cast<uint8_t>(image[EI_DATA]) != ELFDATA2LSB)
+    throw elf_error(path, "big-endian ELF, not x86-64");
   if (image.size() < sizeof(Elf64_Ehdr))
     throw elf_error(path, "truncated ELF: header needs " + std::to_string(sizeof(Elf64_Ehdr)) +
                               " bytes, file has " + std::to_string(image.size()));
   const auto machine = field<uint16_t>(image, offsetof(Elf64_Ehdr, e_machine));
   if (machine != EM_X86_64)
-    throw elf_error(path, "ELF for machine " + std::to_string(machine) + " (" + machine_name(machine) +
-                              "), not x86-64");
+    throw elf_error(path, "ELF for machine " + std::to_string(machine) + " (" +
+                              machine_name(machine) + "), not x86-64");
   const auto type = field<uint16_t>(image, offsetof(Elf64_Ehdr, e_type));
   if (type != ET_EXEC)
     throw elf_error(path, "ELF type " + std::to_string(type) + " is not an executable (ET_EXEC)");
@@ -86,7 +98,8 @@ ElfHeader check_header(const std::string& path, std::span<const std::byte> image
   };
   if (header.phnum == 0) throw elf_error(path, "ELF has no program headers");
   if (header.phentsize != sizeof(Elf64_Phdr))
-    throw elf_error(path, "ELF program header size " + std::to_string(header.phentsize) + " is not 56");
+    throw elf_error(path,
+                    "ELF program header size " + std::to_string(header.phentsize) + " is not 56");
   return header;
 }
 
@@ -119,7 +132,8 @@ std::vector<Segment> note_sections(const std::string& path, std::span<const std:
                                    const ElfHeader& header) {
   if (header.shnum == 0 || header.shoff == 0) return {};
   if (header.shentsize != sizeof(Elf64_Shdr))
-    throw elf_error(path, "ELF section header size " + std::to_string(header.shentsize) + " is not 64");
+    throw elf_error(path,
+                    "ELF section header size " + std::to_string(header.shentsize) + " is not 64");
   const auto table = file_range(path, image, header.shoff,
                                 uint64_t{header.shnum} * header.shentsize, "section header table");
   std::vector<Segment> notes;
@@ -174,17 +188,20 @@ std::optional<uint64_t> pvh_entry(const std::string& path, std::span<const std::
                [](const Segment& segment) { return segment.type == PT_NOTE; });
   if (notes.empty()) notes = note_sections(path, image, header);
   for (const Segment& note : notes) {
-    const auto bytes = file_range(path, image, note.offset, note.filesz, "note at offset " + hex(note.offset));
+    const auto bytes =
+        file_range(path, image, note.offset, note.filesz, "note at offset " + hex(note.offset));
     if (auto entry = find_pvh_note(path, bytes, note.align)) return entry;
   }
   return std::nullopt;
 }
 
-void load_segment(const GuestMemory& memory, const std::string& path, std::span<const std::byte> image,
-                  const Segment& segment) {
-  const std::string where = "segment at " + hex(segment.paddr) + " of " + std::to_string(segment.memsz) + " bytes";
+void load_segment(const GuestMemory& memory, const std::string& path,
+                  std::span<const std::byte> image, const Segment& segment) {
+  const std::string where =
+      "segment at " + hex(segment.paddr) + " of " + std::to_string(segment.memsz) + " bytes";
   if (segment.filesz > segment.memsz)
-    throw elf_error(path, where + " has more file bytes (" + std::to_string(segment.filesz) + ") than memory bytes");
+    throw elf_error(path, where + " has more file bytes (" + std::to_string(segment.filesz) +
+                              ") than memory bytes");
   const auto bytes = file_range(path, image, segment.offset, segment.filesz, where);
   if (segment.paddr < layout::kHighRamStart)
     throw elf_error(path, where + " overlaps ember's boot data below 1 MiB");
@@ -195,7 +212,8 @@ void load_segment(const GuestMemory& memory, const std::string& path, std::span<
                               hex(last.guest_address + last.size) + ")");
   }
   std::copy(bytes.begin(), bytes.end(), target->begin());
-  std::fill(target->begin() + static_cast<std::ptrdiff_t>(bytes.size()), target->end(), std::byte{0});
+  std::fill(target->begin() + static_cast<std::ptrdiff_t>(bytes.size()), target->end(),
+            std::byte{0});
 }
 
 }  // namespace
@@ -204,7 +222,8 @@ bool is_elf(std::span<const std::byte> image) {
   return image.size() >= SELFMAG && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0;
 }
 
-ElfLoad load_elf(const GuestMemory& memory, const std::string& path, std::span<const std::byte> image) {
+ElfLoad load_elf(const GuestMemory& memory, const std::string& path,
+                 std::span<const std::byte> image) {
   if (!is_elf(image)) throw elf_error(path, "no ELF magic");
   const ElfHeader header = check_header(path, image);
   const std::vector<Segment> segments = program_headers(path, image, header);
@@ -222,8 +241,8 @@ ElfLoad load_elf(const GuestMemory& memory, const std::string& path, std::span<c
       throw elf_error(path, "PVH entry point " + hex(*result.pvh_entry) +
                                 " is not a 32-bit address in guest memory");
   } else if (!memory.slice(result.entry, 1)) {
-    throw elf_error(path, "entry point " + hex(result.entry) +
-                              " is not a physical address in guest memory");
+    throw elf_error(
+        path, "entry point " + hex(result.entry) + " is not a physical address in guest memory");
   }
   return result;
 }

@@ -16,15 +16,16 @@ namespace ember::boot {
 bool is_elf(std::span<const std::byte> image);
 
 struct ElfLoad {
-  uint64_t entry;                    // e_entry: a physical address for Linux's 64-bit entry.
-  std::optional<uint64_t> pvh_entry; // 32-bit PVH entry, when the note is present.
-  uint64_t start;                    // Lowest p_paddr loaded.
-  uint64_t end;                      // Highest p_paddr + p_memsz.
+  uint64_t entry;                     // e_entry: a physical address for Linux's 64-bit entry.
+  std::optional<uint64_t> pvh_entry;  // 32-bit PVH entry, when the note is present.
+  uint64_t start;                     // Lowest p_paddr loaded.
+  uint64_t end;                       // Highest p_paddr + p_memsz.
 };
 
 // Checks the header, copies every PT_LOAD segment (file bytes, then zeroes up to p_memsz) and finds
 // the PVH note in PT_NOTE segments (or SHT_NOTE sections when there are no PT_NOTE segments).
 // Throws Error naming `path` for anything that is not a loadable x86-64 executable.
-ElfLoad load_elf(const GuestMemory& memory, const std::string& path, std::span<const std::byte> image);
+ElfLoad load_elf(const GuestMemory& memory, const std::string& path,
+                 std::span<const std::byte> image);
 
 }  // namespace ember::boot

@@ -21,7 +21,9 @@ constexpr uint64_t kMiB = 1 << 20;
 // boot.rst: kernels before protocol 2.03 (and ember's ELF/PVH path) keep the initrd below 2 GiB.
 constexpr uint32_t kDefaultInitrdAddrMax = 0x7fffffff;
 
-std::string hex(uint64_t value) { return (std::ostringstream() << "0x" << std::hex << value).str(); }
+std::string hex(uint64_t value) {
+  return (std::ostringstream() << "0x" << std::hex << value).str();
+}
 
 // What the format-specific loaders found, in the terms the rest of the boot needs.
 struct LoadedKernel {
@@ -29,7 +31,7 @@ struct LoadedKernel {
   uint64_t entry;
   uint64_t end;
   uint32_t initrd_addr_max;
-  uint64_t cmdline_max;  // Longest command line without the NUL.
+  uint64_t cmdline_max;                     // Longest command line without the NUL.
   std::span<const std::byte> setup_header;  // bzImage only.
 };
 
@@ -57,12 +59,12 @@ LoadedKernel load_any(const GuestMemory& memory, const BootSpec& spec) {
         .setup_header = bz.setup_header,
     };
   }
-  throw Error("kernel " + spec.kernel_path + ": not a Linux kernel (no bzImage header, no ELF magic)");
+  throw Error("kernel " + spec.kernel_path +
+              ": not a Linux kernel (no bzImage header, no ELF magic)");
 }
 
 void write_cmdline(const GuestMemory& memory, const BootSpec& spec, uint64_t cmdline_max) {
-  if (spec.cmdline.find('\0') != std::string::npos)
-    throw Error("command line contains a NUL byte");
+  if (spec.cmdline.find('\0') != std::string::npos) throw Error("command line contains a NUL byte");
   if (spec.cmdline.size() > cmdline_max)
     throw Error("command line of " + std::to_string(spec.cmdline.size()) +
                 " bytes is longer than the " + std::to_string(cmdline_max) + " bytes kernel " +
@@ -82,15 +84,16 @@ uint64_t low_ram_end(const GuestMemory& memory) {
   throw Error("guest memory: no RAM at 1 MiB");
 }
 
-// Highest page-aligned address below min(initrd_addr_max + 1, low RAM end) that stays above the kernel.
+// Highest page-aligned address below min(initrd_addr_max + 1, low RAM end) that stays above the
+// kernel.
 uint64_t place_initrd(const GuestMemory& memory, const BootSpec& spec, const LoadedKernel& kernel) {
   const uint64_t size = spec.initrd.size();
   const uint64_t limit = std::min(low_ram_end(memory), uint64_t{kernel.initrd_addr_max} + 1);
   const uint64_t address = size <= limit ? (limit - size) / kPageSize * kPageSize : 0;
   if (size > limit || address < kernel.end)
     throw Error("initrd " + spec.initrd_path + " (" + std::to_string((size + kMiB - 1) / kMiB) +
-                " MiB) does not fit in guest memory below " + hex(limit) + " above the kernel (ends at " +
-                hex(kernel.end) + "); raise --memory");
+                " MiB) does not fit in guest memory below " + hex(limit) +
+                " above the kernel (ends at " + hex(kernel.end) + "); raise --memory");
   memory.write_or_throw(address, spec.initrd);
   return address;
 }
@@ -117,8 +120,8 @@ BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
                                              .initrd_size = info.initrd_size,
                                              .memmap = e820});
     if (layout::kPvhStartInfo + block.size() > layout::kBootParams)
-      throw Error("PVH start info with " + std::to_string(e820.size()) + " memory map entries overflows " +
-                  hex(layout::kBootParams));
+      throw Error("PVH start info with " + std::to_string(e820.size()) +
+                  " memory map entries overflows " + hex(layout::kBootParams));
     memory.write_or_throw(layout::kPvhStartInfo, block);
     info.boot_struct = layout::kPvhStartInfo;
   } else {
@@ -134,7 +137,8 @@ BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
   return info;
 }
 
-void setup_boot_cpu(const GuestMemory& memory, const BootInfo& info, kvm_regs& regs, kvm_sregs& sregs) {
+void setup_boot_cpu(const GuestMemory& memory, const BootInfo& info, kvm_regs& regs,
+                    kvm_sregs& sregs) {
   if (info.mode == EntryMode::kPvh32)
     setup_pvh(memory, info.entry, info.boot_struct, regs, sregs);
   else

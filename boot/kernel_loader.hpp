@@ -1,5 +1,6 @@
 // Loads a Linux kernel, its initrd and command line into guest memory and writes the boot structure
-// (boot_params for the 64-bit entry, hvm_start_info for PVH): everything up to the first instruction.
+// (boot_params for the 64-bit entry, hvm_start_info for PVH): everything up to the first
+// instruction.
 #pragma once
 
 #include <linux/kvm.h>
@@ -37,12 +38,14 @@ struct BootInfo {
 };
 
 // Detects the format (bzImage or ELF64), loads the kernel, places the initrd at the top of low RAM
-// below the kernel's initrd_addr_max, copies the command line to layout::kCmdline and writes the e820
-// map with boot_params or the PVH start info. Throws Error with one line naming the file and reason.
+// below the kernel's initrd_addr_max, copies the command line to layout::kCmdline and writes the
+// e820 map with boot_params or the PVH start info. Throws Error with one line naming the file and
+// reason.
 BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec);
 
-// Writes the boot GDT (and page tables for 64-bit) and sets the boot vCPU's registers for info.mode.
-// `sregs` must come from KVM_GET_SREGS.
-void setup_boot_cpu(const GuestMemory& memory, const BootInfo& info, kvm_regs& regs, kvm_sregs& sregs);
+// Writes the boot GDT (and page tables for 64-bit) and sets the boot vCPU's registers for
+// info.mode. `sregs` must come from KVM_GET_SREGS.
+void setup_boot_cpu(const GuestMemory& memory, const BootInfo& info, kvm_regs& regs,
+                    kvm_sregs& sregs);
 
 }  // namespace ember::boot

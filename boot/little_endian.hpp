@@ -1,5 +1,6 @@
-// Little-endian loads and stores on byte spans, for boot-protocol structures the guest reads. Callers
-// check bounds first and report them as setup errors; these helpers only guard against their bugs.
+// Little-endian loads and stores on byte spans, for boot-protocol structures the guest reads.
+// Callers check bounds first and report them as setup errors; these helpers only guard against
+// their bugs.
 #pragma once
 
 #include <concepts>

@@ -15,15 +15,15 @@ namespace pvh {
 inline constexpr uint32_t kMagic = 0x336ec578;  // XEN_HVM_START_MAGIC_VALUE.
 inline constexpr uint32_t kVersion = 1;         // Has memmap_paddr / memmap_entries.
 // struct hvm_start_info.
-inline constexpr size_t kMagicOffset = 0;          // u32.
-inline constexpr size_t kVersionOffset = 4;        // u32.
-inline constexpr size_t kFlagsOffset = 8;          // u32.
-inline constexpr size_t kNrModulesOffset = 12;     // u32.
-inline constexpr size_t kModlistPaddrOffset = 16;  // u64.
-inline constexpr size_t kCmdlinePaddrOffset = 24;  // u64.
-inline constexpr size_t kRsdpPaddrOffset = 32;     // u64.
-inline constexpr size_t kMemmapPaddrOffset = 40;   // u64.
-inline constexpr size_t kMemmapEntriesOffset = 48; // u32, then a reserved u32.
+inline constexpr size_t kMagicOffset = 0;           // u32.
+inline constexpr size_t kVersionOffset = 4;         // u32.
+inline constexpr size_t kFlagsOffset = 8;           // u32.
+inline constexpr size_t kNrModulesOffset = 12;      // u32.
+inline constexpr size_t kModlistPaddrOffset = 16;   // u64.
+inline constexpr size_t kCmdlinePaddrOffset = 24;   // u64.
+inline constexpr size_t kRsdpPaddrOffset = 32;      // u64.
+inline constexpr size_t kMemmapPaddrOffset = 40;    // u64.
+inline constexpr size_t kMemmapEntriesOffset = 48;  // u32, then a reserved u32.
 inline constexpr size_t kStartInfoSize = 56;
 // struct hvm_modlist_entry: paddr, size, cmdline_paddr, reserved (all u64).
 inline constexpr size_t kModlistEntrySize = 32;

@@ -24,8 +24,8 @@ constexpr uint8_t kTypeLdt = 0x2;
 struct FlatSegment {
   uint16_t selector;
   uint8_t type;
-  bool long_mode;  // L
-  bool default_32; // D/B
+  bool long_mode;   // L
+  bool default_32;  // D/B
 };
 
 constexpr std::array<FlatSegment, 4> kBootSegments{{
@@ -37,12 +37,12 @@ constexpr std::array<FlatSegment, 4> kBootSegments{{
 
 // Base 0, limit 0xfffff in 4 KiB units, present, DPL 0, code/data (S=1).
 constexpr uint64_t descriptor(const FlatSegment& segment) {
-  return uint64_t{0xffff}                               // limit 15:0
+  return uint64_t{0xffff}                                    // limit 15:0
          | uint64_t{segment.type} << 40 | uint64_t{1} << 44  // S
-         | uint64_t{1} << 47                                  // P
-         | uint64_t{0xf} << 48                                // limit 19:16
-         | uint64_t{segment.long_mode} << 53 | uint64_t{segment.default_32} << 54
-         | uint64_t{1} << 55;                                 // G
+         | uint64_t{1} << 47                                 // P
+         | uint64_t{0xf} << 48                               // limit 19:16
+         | uint64_t{segment.long_mode} << 53 | uint64_t{segment.default_32} << 54 |
+         uint64_t{1} << 55;  // G
 }
 static_assert(descriptor(kBootSegments[0]) == 0x00af9b000000ffff);
 static_assert(descriptor(kBootSegments[1]) == 0x00cf93000000ffff);
@@ -66,7 +66,9 @@ kvm_segment kvm_flat_segment(const FlatSegment& segment) {
 }
 
 // The GDT's first two entries are null, so selector 0x10 is kBootSegments[0].
-constexpr const FlatSegment& boot_segment(uint16_t selector) { return kBootSegments[selector / 8 - 2]; }
+constexpr const FlatSegment& boot_segment(uint16_t selector) {
+  return kBootSegments[selector / 8 - 2];
+}
 static_assert(boot_segment(kCode64Selector).selector == kCode64Selector);
 static_assert(boot_segment(kDataSelector).selector == kDataSelector);
 static_assert(boot_segment(kCode32Selector).selector == kCode32Selector);
@@ -112,8 +114,8 @@ void write_identity_page_tables(const GuestMemory& memory) {
 
   table = {};
   for (uint64_t i = 0; i < kPageDirectoryCount; ++i)
-    store_le<uint64_t>(table, i * 8,
-                       (layout::kPageDirectories + i * kPageTableSize) | kPtePresent | kPteWritable);
+    store_le<uint64_t>(
+        table, i * 8, (layout::kPageDirectories + i * kPageTableSize) | kPtePresent | kPteWritable);
   memory.write_or_throw(layout::kPdpt, table);
 
   for (uint64_t directory = 0; directory < kPageDirectoryCount; ++directory) {
@@ -126,8 +128,8 @@ void write_identity_page_tables(const GuestMemory& memory) {
   }
 }
 
-void setup_long_mode(const GuestMemory& memory, uint64_t entry, uint64_t boot_params, kvm_regs& regs,
-                     kvm_sregs& sregs) {
+void setup_long_mode(const GuestMemory& memory, uint64_t entry, uint64_t boot_params,
+                     kvm_regs& regs, kvm_sregs& sregs) {
   write_boot_gdt(memory);
   write_identity_page_tables(memory);
   regs = kvm_regs{};

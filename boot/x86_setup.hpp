@@ -40,8 +40,8 @@ void write_identity_page_tables(const GuestMemory& memory);
 
 // 64-bit mode, paging on, CS 0x10 (L=1), DS/ES/FS/GS/SS 0x18, RSI = boot_params. Writes the GDT and
 // page tables. `sregs` comes from KVM_GET_SREGS; fields ember does not set keep KVM's values.
-void setup_long_mode(const GuestMemory& memory, uint64_t entry, uint64_t boot_params, kvm_regs& regs,
-                     kvm_sregs& sregs);
+void setup_long_mode(const GuestMemory& memory, uint64_t entry, uint64_t boot_params,
+                     kvm_regs& regs, kvm_sregs& sregs);
 
 // 32-bit protected mode, paging off, flat CS 0x20 and data 0x28, EBX = start_info. Writes the GDT.
 void setup_pvh(const GuestMemory& memory, uint64_t entry, uint64_t start_info, kvm_regs& regs,

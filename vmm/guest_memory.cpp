@@ -1,6 +1,7 @@
 #include "vmm/guest_memory.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -39,6 +40,12 @@ GuestMemory::GuestMemory(const std::vector<RegionSpec>& specs) {
 
 GuestMemory::~GuestMemory() {
   if (mapping_ != nullptr) ::munmap(mapping_, total_size_);
+}
+
+uint64_t GuestMemory::resident_bytes() const {
+  struct stat info {};
+  if (::fstat(memfd_.get(), &info) != 0) return 0;
+  return static_cast<uint64_t>(info.st_blocks) * 512;  // st_blocks counts 512-byte units.
 }
 
 std::optional<std::span<std::byte>> GuestMemory::slice(uint64_t gpa, uint64_t length) const {

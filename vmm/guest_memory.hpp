@@ -57,6 +57,8 @@ class GuestMemory {
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   uint64_t total_size() const { return total_size_; }
   int fd() const { return memfd_.get(); }
+  // Bytes of guest RAM the host has actually backed so far (pages the guest or ember touched).
+  uint64_t resident_bytes() const;
 
  private:
   UniqueFd memfd_;

@@ -240,7 +240,7 @@ MachineExit Machine::run() {
     while (::read(signals.get(), &info, sizeof(info)) == sizeof(info)) {
       const int number = static_cast<int>(info.ssi_signo);
       request_stop({MachineExit::Kind::kInterrupted, number,
-                    std::string("stopped by ") + sigabbrev_np(number) + " on the host"});
+                    std::string("stopped by SIG") + sigabbrev_np(number) + " on the host"});
     }
   });
 
@@ -296,6 +296,7 @@ MachineExit Machine::run() {
   kick_vcpus();
   vcpu_threads_.clear();  // Joins every vCPU thread.
   terminal.reset();
+  spdlog::debug("guest RAM touched: {} KiB", memory_->resident_bytes() / 1024);
   pthread_sigmask(SIG_SETMASK, &previous_mask, nullptr);
   std::lock_guard lock(exit_mutex_);
   return exit_;
@@ -335,6 +336,13 @@ void Machine::on_device_stop(StopReason reason) {
 
 void Machine::vcpu_loop(Vcpu& vcpu) {
   auto* run = vcpu.run_state();
+  if (vcpu.index() == 0) {
+    // For tools/bench-boot: when the guest's first instruction is about to run, on the clock a
+    // parent process can read too.
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    spdlog::debug("first KVM_RUN at CLOCK_MONOTONIC {}.{:09}", now.tv_sec, now.tv_nsec);
+  }
   try {
     while (!stopping_.load(std::memory_order_acquire)) {
       if (::ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {

@@ -27,9 +27,6 @@ start16:
     movw %ax, %ss
     movw $0xfff0, %sp
     cld
-    movw $0x3f8, %dx
-    movb $'S', %al
-    outb %al, %dx
 
     /* e820: INT 15h, EAX=E820h, EDX='SMAP', ES:DI = next entry, EBX = continuation. */
     xorl %ebx, %ebx
@@ -48,10 +45,7 @@ start16:
     jae 2f
     testl %ebx, %ebx
     jnz 1b
-2:   movw $0x3f8, %dx
-    movb $'E', %al
-    outb %al, %dx
-    movw %bp, %ax
+2:  movw %bp, %ax
     movb %al, BOOT_PARAMS_E820_ENTRIES
 
     /* ESI = linear address of boot_params; the GDT pointer needs linear addresses too. */
@@ -63,9 +57,6 @@ start16:
     movl %eax, setup_gdt_pointer + 2
     lgdtl setup_gdt_pointer
 
-    movw $0x3f8, %dx
-    movb $'P', %al
-    outb %al, %dx
     movl %cr0, %eax
     orl $1, %eax
     movl %eax, %cr0

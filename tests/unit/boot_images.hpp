@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <iterator>
 #include <cstdint>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -78,11 +78,13 @@ struct ElfOptions {
   uint64_t entry = 0x1000000;
   std::vector<ElfSegment> segments{{0x1000000, pattern(0x2000, 1), 0x3000}};
   std::optional<uint64_t> pvh_entry;
-  size_t pvh_entry_size = 8;       // 4 or 8 bytes of address in the note.
-  bool note_in_section = false;    // The note only as an SHT_NOTE section, no PT_NOTE.
+  size_t pvh_entry_size = 8;     // 4 or 8 bytes of address in the note.
+  bool note_in_section = false;  // The note only as an SHT_NOTE section, no PT_NOTE.
 };
 
-inline void append(Bytes& out, const Bytes& bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); }
+inline void append(Bytes& out, const Bytes& bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
 
 // Notes: a "Linux" note first (so the walker must skip one), then the PVH note.
 inline Bytes make_notes(uint64_t pvh_entry, size_t entry_size) {
@@ -110,7 +112,8 @@ inline Bytes make_notes(uint64_t pvh_entry, size_t entry_size) {
 // ELF header, program headers, segment data, notes, and (for note_in_section) section headers.
 inline Bytes make_elf(const ElfOptions& options = {}) {
   constexpr size_t kEhdr = 64, kPhdr = 56, kShdr = 64;
-  const Bytes notes = options.pvh_entry ? make_notes(*options.pvh_entry, options.pvh_entry_size) : Bytes{};
+  const Bytes notes =
+      options.pvh_entry ? make_notes(*options.pvh_entry, options.pvh_entry_size) : Bytes{};
   const bool note_segment = options.pvh_entry && !options.note_in_section;
   const size_t phnum = options.segments.size() + (note_segment ? 1 : 0);
   Bytes image(kEhdr + phnum * kPhdr);
@@ -129,8 +132,8 @@ inline Bytes make_elf(const ElfOptions& options = {}) {
   store_le<uint16_t>(image, 56, static_cast<uint16_t>(phnum));
   store_le<uint16_t>(image, 58, kShdr);
 
-  auto write_phdr = [&](size_t index, uint32_t type, uint64_t offset, uint64_t paddr, uint64_t filesz,
-                        uint64_t memsz, uint64_t align) {
+  auto write_phdr = [&](size_t index, uint32_t type, uint64_t offset, uint64_t paddr,
+                        uint64_t filesz, uint64_t memsz, uint64_t align) {
     const size_t base = kEhdr + index * kPhdr;
     store_le<uint32_t>(image, base, type);
     store_le<uint64_t>(image, base + 8, offset);
@@ -142,15 +145,18 @@ inline Bytes make_elf(const ElfOptions& options = {}) {
   };
   for (size_t i = 0; i < options.segments.size(); ++i) {
     const auto& segment = options.segments[i];
-    write_phdr(i, 1 /* PT_LOAD */, image.size(), segment.paddr, segment.data.size(), segment.memsz, 0x1000);
+    write_phdr(i, 1 /* PT_LOAD */, image.size(), segment.paddr, segment.data.size(), segment.memsz,
+               0x1000);
     append(image, segment.data);
   }
   const size_t notes_offset = image.size();
   append(image, notes);
-  if (note_segment) write_phdr(options.segments.size(), 4 /* PT_NOTE */, notes_offset, 0, notes.size(), notes.size(), 4);
+  if (note_segment)
+    write_phdr(options.segments.size(), 4 /* PT_NOTE */, notes_offset, 0, notes.size(),
+               notes.size(), 4);
   if (options.pvh_entry && options.note_in_section) {
     const size_t shoff = image.size();
-    image.resize(image.size() + 2 * kShdr);  // Null section, then the note section.
+    image.resize(image.size() + 2 * kShdr);           // Null section, then the note section.
     store_le<uint32_t>(image, shoff + kShdr + 4, 7);  // SHT_NOTE
     store_le<uint64_t>(image, shoff + kShdr + 24, notes_offset);
     store_le<uint64_t>(image, shoff + kShdr + 32, notes.size());

@@ -58,7 +58,8 @@ static_assert(sizeof(struct ::boot_e820_entry) == zero_page::kE820EntrySize);
 const std::vector<E820Entry> kMap{{0, 0x9fc00, kE820Ram}, {0x100000, 0x1000000, kE820Ram}};
 
 TEST(BootParams, ElfGetsAMinimalHeader) {
-  const auto page = build_boot_params({.setup_header = {}, .cmdline_address = 0x20000, .e820 = kMap});
+  const auto page =
+      build_boot_params({.setup_header = {}, .cmdline_address = 0x20000, .e820 = kMap});
   EXPECT_EQ(load_le<uint16_t>(page, setup_header::kBootFlag), 0xaa55);
   EXPECT_EQ(load_le<uint32_t>(page, setup_header::kHeader), 0x53726448u);
   EXPECT_EQ(load_le<uint16_t>(page, setup_header::kVersion), 0x020f);

@@ -1,7 +1,7 @@
 #include "boot/bzimage.hpp"
 
-#include <gtest/gtest.h>
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "boot_images.hpp"
 #include "vmm/error.hpp"
@@ -9,9 +9,9 @@
 namespace ember::boot {
 namespace {
 
-using ::testing::HasSubstr;
 using test::BzImageOptions;
 using test::make_bzimage;
+using ::testing::HasSubstr;
 
 constexpr uint64_t kMiB = 1 << 20;
 
@@ -90,9 +90,9 @@ TEST(BzImage, RejectsTruncatedImages) {
   auto image = make_bzimage();
   const size_t full = image.size();
   image.resize(full - 16);
-  EXPECT_EQ(load_error(memory, image), "kernel /k/bzImage: truncated bzImage: setup header claims " +
-                                           std::to_string(full) + " bytes, file has " +
-                                           std::to_string(full - 16));
+  EXPECT_EQ(load_error(memory, image),
+            "kernel /k/bzImage: truncated bzImage: setup header claims " + std::to_string(full) +
+                " bytes, file has " + std::to_string(full - 16));
   image.resize(0x230);
   EXPECT_THAT(load_error(memory, image), HasSubstr("truncated bzImage"));
 }
@@ -101,7 +101,8 @@ TEST(BzImage, RejectsOldProtocolsAndMissing64BitEntry) {
   GuestMemory memory({{0, 64 * kMiB}});
   BzImageOptions options;
   options.version = 0x0205;
-  EXPECT_THAT(load_error(memory, make_bzimage(options)), HasSubstr("boot protocol 2.05 is older than 2.06"));
+  EXPECT_THAT(load_error(memory, make_bzimage(options)),
+              HasSubstr("boot protocol 2.05 is older than 2.06"));
   options.version = 0x020b;  // Has no xloadflags field yet.
   EXPECT_THAT(load_error(memory, make_bzimage(options)), HasSubstr("no 64-bit entry point"));
   options = {};
@@ -116,11 +117,13 @@ TEST(BzImage, RejectsKernelsTooLargeForMemory) {
   GuestMemory memory({{0, 4 * kMiB}});
   BzImageOptions options;
   options.payload_size = 4 * kMiB;
-  EXPECT_THAT(load_error(memory, make_bzimage(options)), HasSubstr("does not fit in guest memory at 0x100000"));
+  EXPECT_THAT(load_error(memory, make_bzimage(options)),
+              HasSubstr("does not fit in guest memory at 0x100000"));
   options = {};
   options.init_size = 0x1000000;  // 16 MiB at 16 MiB in a 4 MiB guest.
   EXPECT_THAT(load_error(memory, make_bzimage(options)),
-              HasSubstr("kernel needs 16 MiB at 0x1000000 to decompress (init_size), guest memory ends at 0x400000"));
+              HasSubstr("kernel needs 16 MiB at 0x1000000 to decompress (init_size), guest memory "
+                        "ends at 0x400000"));
 }
 
 }  // namespace

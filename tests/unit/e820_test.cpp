@@ -60,8 +60,8 @@ TEST(E820, MapFor5GiBLeavesTheHoleOut) {
   EXPECT_EQ(map[3], (E820Entry{0x100000, 3 * kGiB - kMiB, kE820Ram}));
   EXPECT_EQ(map[4], (E820Entry{4 * kGiB, 2 * kGiB, kE820Ram}));
   for (const auto& entry : map) {
-    const bool in_hole = entry.addr < layout::kMmioHoleEnd &&
-                         entry.addr + entry.size > layout::kMmioHoleStart;
+    const bool in_hole =
+        entry.addr < layout::kMmioHoleEnd && entry.addr + entry.size > layout::kMmioHoleStart;
     EXPECT_FALSE(in_hole) << std::hex << entry.addr;
   }
 }

@@ -52,6 +52,13 @@ TEST(GuestMemory, RegionsShareOneMemfd) {
   EXPECT_EQ(memory.regions()[1].host, memory.regions()[0].host + 4 * kPage);
 }
 
+TEST(GuestMemory, ResidentBytesCountTouchedPages) {
+  auto memory = two_regions();
+  EXPECT_EQ(memory.resident_bytes(), 0u);
+  ASSERT_TRUE(memory.write_value<uint8_t>(0x100000 + 10, 1));
+  EXPECT_EQ(memory.resident_bytes(), kPage);
+}
+
 TEST(GuestMemory, RejectsBadRegionSpecs) {
   EXPECT_THROW(GuestMemory({}), Error);
   EXPECT_THROW(GuestMemory({{0, 100}}), Error);                      // Not page sized.

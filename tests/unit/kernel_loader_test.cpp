@@ -103,8 +103,8 @@ TEST(KernelLoader, InitrdStaysBelowInitrdAddrMax) {
   options.initrd_addr_max = 0x5ffffff;  // Last usable byte below 96 MiB.
   const auto kernel = test::make_bzimage(options);
   const auto initrd = test::pattern(5000, 1);
-  const auto info = load_kernel(memory, {.kernel_path = "bz", .kernel = kernel, .initrd_path = "i",
-                                         .initrd = initrd});
+  const auto info = load_kernel(
+      memory, {.kernel_path = "bz", .kernel = kernel, .initrd_path = "i", .initrd = initrd});
   EXPECT_EQ(info.initrd_address, 0x6000000u - 8192);
   const auto page = boot_params_of(memory);
   EXPECT_EQ(load_le<uint32_t>(page, setup_header::kRamdiskImage), 0x6000000u - 8192);
@@ -114,8 +114,9 @@ TEST(KernelLoader, InitrdThatDoesNotFitIsAnError) {
   GuestMemory memory(ram_regions(64 * kMiB));
   const auto kernel = test::make_bzimage();  // Claims [1 MiB, 20 MiB).
   const auto initrd = test::Bytes(45 * kMiB);
-  EXPECT_EQ(load_error(memory, {.kernel_path = "bz", .kernel = kernel, .initrd_path = "/i.img",
-                                .initrd = initrd}),
+  EXPECT_EQ(load_error(
+                memory,
+                {.kernel_path = "bz", .kernel = kernel, .initrd_path = "/i.img", .initrd = initrd}),
             "initrd /i.img (45 MiB) does not fit in guest memory below 0x4000000 above the kernel "
             "(ends at 0x1400000); raise --memory");
   const auto fits = test::Bytes(44 * kMiB);
@@ -127,18 +128,23 @@ TEST(KernelLoader, CommandLineLimits) {
   test::BzImageOptions options;
   options.cmdline_size = 16;
   const auto kernel = test::make_bzimage(options);
-  EXPECT_NO_THROW(load_kernel(memory, {.kernel_path = "bz", .kernel = kernel, .cmdline = std::string(16, 'a')}));
+  EXPECT_NO_THROW(load_kernel(
+      memory, {.kernel_path = "bz", .kernel = kernel, .cmdline = std::string(16, 'a')}));
   EXPECT_EQ(cmdline_of(memory), std::string(16, 'a'));
-  EXPECT_EQ(load_error(memory, {.kernel_path = "/bz", .kernel = kernel, .cmdline = std::string(17, 'a')}),
-            "command line of 17 bytes is longer than the 16 bytes kernel /bz accepts");
+  EXPECT_EQ(
+      load_error(memory, {.kernel_path = "/bz", .kernel = kernel, .cmdline = std::string(17, 'a')}),
+      "command line of 17 bytes is longer than the 16 bytes kernel /bz accepts");
   const auto elf = test::make_elf();
-  EXPECT_NO_THROW(load_kernel(memory, {.kernel_path = "vm", .kernel = elf,
-                                       .cmdline = std::string(layout::kCmdlineMax - 1, 'b')}));
-  EXPECT_THAT(load_error(memory, {.kernel_path = "vm", .kernel = elf,
+  EXPECT_NO_THROW(load_kernel(
+      memory,
+      {.kernel_path = "vm", .kernel = elf, .cmdline = std::string(layout::kCmdlineMax - 1, 'b')}));
+  EXPECT_THAT(load_error(memory, {.kernel_path = "vm",
+                                  .kernel = elf,
                                   .cmdline = std::string(layout::kCmdlineMax, 'b')}),
               HasSubstr("longer than the 65535 bytes"));
-  EXPECT_THAT(load_error(memory, {.kernel_path = "vm", .kernel = elf, .cmdline = std::string("a\0b", 3)}),
-              HasSubstr("NUL"));
+  EXPECT_THAT(
+      load_error(memory, {.kernel_path = "vm", .kernel = elf, .cmdline = std::string("a\0b", 3)}),
+      HasSubstr("NUL"));
 }
 
 TEST(KernelLoader, ElfWithoutPvhNoteEntersLongModeWithBootParams) {
@@ -169,8 +175,12 @@ TEST(KernelLoader, ElfWithPvhNoteWritesStartInfo) {
   options.pvh_entry = 0x1000040;
   const auto kernel = test::make_elf(options);
   const auto initrd = test::pattern(8192, 3);
-  const auto info = load_kernel(memory, {.kernel_path = "vm", .kernel = kernel, .initrd_path = "i",
-                                         .initrd = initrd, .cmdline = "quiet", .rsdp_address = 0xe0000});
+  const auto info = load_kernel(memory, {.kernel_path = "vm",
+                                         .kernel = kernel,
+                                         .initrd_path = "i",
+                                         .initrd = initrd,
+                                         .cmdline = "quiet",
+                                         .rsdp_address = 0xe0000});
   EXPECT_EQ(info.mode, EntryMode::kPvh32);
   EXPECT_EQ(info.entry, 0x1000040u);
   EXPECT_EQ(info.boot_struct, layout::kPvhStartInfo);
@@ -217,7 +227,8 @@ std::optional<test::Bytes> read_fixture(const std::filesystem::path& path) {
   if (!file) return std::nullopt;
   std::vector<char> chars((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   test::Bytes bytes(chars.size());
-  std::transform(chars.begin(), chars.end(), bytes.begin(), [](char c) { return static_cast<std::byte>(c); });
+  std::transform(chars.begin(), chars.end(), bytes.begin(),
+                 [](char c) { return static_cast<std::byte>(c); });
   return bytes;
 }
 
@@ -227,8 +238,10 @@ TEST(KernelLoaderFixture, Vmlinux612HasAPvhEntry) {
   ASSERT_TRUE(kernel) << "missing shared fixture " << path
                       << " (set EMBER_GUEST_FIXTURES to the directory holding it)";
   GuestMemory memory(ram_regions(256 * kMiB));
-  const auto info = load_kernel(memory, {.kernel_path = path.string(), .kernel = *kernel,
-                                         .cmdline = "console=ttyS0", .rsdp_address = 0xe0000});
+  const auto info = load_kernel(memory, {.kernel_path = path.string(),
+                                         .kernel = *kernel,
+                                         .cmdline = "console=ttyS0",
+                                         .rsdp_address = 0xe0000});
   EXPECT_EQ(info.mode, EntryMode::kPvh32);
   EXPECT_EQ(info.entry, 0x1000000u);
   EXPECT_EQ(info.boot_struct, layout::kPvhStartInfo);
@@ -244,9 +257,12 @@ TEST(KernelLoaderFixture, BzImage612EntersAt0x100200) {
                       << " (set EMBER_GUEST_FIXTURES to the directory holding it)";
   GuestMemory memory(ram_regions(256 * kMiB));
   const auto initrd = test::pattern(kMiB, 1);
-  const auto info = load_kernel(memory, {.kernel_path = path.string(), .kernel = *kernel,
-                                         .initrd_path = "i", .initrd = initrd,
-                                         .cmdline = "console=ttyS0", .rsdp_address = 0xe0000});
+  const auto info = load_kernel(memory, {.kernel_path = path.string(),
+                                         .kernel = *kernel,
+                                         .initrd_path = "i",
+                                         .initrd = initrd,
+                                         .cmdline = "console=ttyS0",
+                                         .rsdp_address = 0xe0000});
   EXPECT_EQ(info.mode, EntryMode::kLong64);
   EXPECT_EQ(info.entry, 0x100200u);
   EXPECT_EQ(info.boot_struct, layout::kBootParams);

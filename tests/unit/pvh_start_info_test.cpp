@@ -36,8 +36,11 @@ TEST(PvhStartInfo, WritesHeaderModuleAndMemmap) {
 }
 
 TEST(PvhStartInfo, NoInitrdMeansNoModules) {
-  const auto block = build_pvh_start_info({.address = 0x6000, .cmdline_address = 0x20000,
-                                           .rsdp_address = 0, .initrd_address = 0, .initrd_size = 0,
+  const auto block = build_pvh_start_info({.address = 0x6000,
+                                           .cmdline_address = 0x20000,
+                                           .rsdp_address = 0,
+                                           .initrd_address = 0,
+                                           .initrd_size = 0,
                                            .memmap = kMap});
   EXPECT_EQ(load_le<uint32_t>(block, 12), 0u);
   EXPECT_EQ(load_le<uint64_t>(block, 16), 0u);

@@ -18,7 +18,8 @@ kvm_sregs fresh_sregs() {
   return sregs;
 }
 
-void expect_flat(const kvm_segment& segment, uint16_t selector, uint8_t type, bool long_mode, bool db) {
+void expect_flat(const kvm_segment& segment, uint16_t selector, uint8_t type, bool long_mode,
+                 bool db) {
   EXPECT_EQ(segment.selector, selector);
   EXPECT_EQ(segment.base, 0u);
   EXPECT_EQ(segment.limit, 0xffffffffu);
@@ -49,7 +50,8 @@ TEST(X86Setup, PageTablesIdentityMapFourGiB) {
   EXPECT_EQ(memory.read_value<uint64_t>(layout::kPml4), layout::kPdpt | 0x3);
   EXPECT_EQ(memory.read_value<uint64_t>(layout::kPml4 + 8), 0u);
   for (uint64_t i = 0; i < 4; ++i)
-    EXPECT_EQ(memory.read_value<uint64_t>(layout::kPdpt + i * 8), (layout::kPageDirectories + i * 4096) | 0x3);
+    EXPECT_EQ(memory.read_value<uint64_t>(layout::kPdpt + i * 8),
+              (layout::kPageDirectories + i * 4096) | 0x3);
   EXPECT_EQ(memory.read_value<uint64_t>(layout::kPdpt + 4 * 8), 0u);
   // Walk every 2 MiB page: 2048 entries, each with P, RW and PS, mapping itself.
   for (uint64_t page = 0; page < 2048; ++page) {
@@ -76,8 +78,8 @@ TEST(X86Setup, LongModeRegisters) {
     expect_flat(*segment, 0x18, 0x3, false, true);
   EXPECT_EQ(sregs.cr0, 0x80000031u);  // PG | NE | ET | PE.
   EXPECT_EQ(sregs.cr3, layout::kPml4);
-  EXPECT_EQ(sregs.cr4, 0x20u);        // PAE.
-  EXPECT_EQ(sregs.efer, 0x500u);      // LMA | LME.
+  EXPECT_EQ(sregs.cr4, 0x20u);    // PAE.
+  EXPECT_EQ(sregs.efer, 0x500u);  // LMA | LME.
   EXPECT_EQ(sregs.gdt.base, layout::kBootGdt);
   EXPECT_EQ(sregs.gdt.limit, 47);
   EXPECT_EQ(sregs.tr.type, 0xb);
