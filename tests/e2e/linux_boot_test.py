@@ -48,8 +48,10 @@ def main():
     initrd.busybox_initrd(initrd_path, INIT)
     # Hardware-reduced ACPI has no PIT for Linux to calibrate against; on this AMD-or-Intel-neutral
     # path the kernel is told the TSC frequency KVM gives it (../shared/HOSTS.md).
-    cmdline = (f"console=ttyS0 {common.FIXTURE_FLAGS if emulating else ''} "
-               f"tsc_early_khz={tsc_khz()} ember.e2e_token=7f3a9").replace("  ", " ")
+    # Under the emulator guest kernel time passes far slower than the TSC, so RCU's stall detector
+    # fires on any busy host, and its NMI backtrace uses an instruction (LSL) the emulator lacks.
+    host_flags = f"{common.FIXTURE_FLAGS} rcupdate.rcu_cpu_stall_suppress=1 " if emulating else ""
+    cmdline = f"console=ttyS0 {host_flags}tsc_early_khz={tsc_khz()} ember.e2e_token=7f3a9"
     command = [EMBER, "boot", "--kernel", str(common.FIXTURE_VMLINUX), "--initrd", initrd_path,
                "--cpus", str(CPUS), "--memory", f"{MEMORY_MIB}M", "--cmdline", cmdline]
     print("running: " + " ".join(command), flush=True)
@@ -68,8 +70,10 @@ def main():
     tally.check("ACPI tables accepted without errors",
                 "ACPI: FACP" in log and "ACPI: APIC" in log and "ACPI: DSDT" in log and
                 "ACPI Error" not in log and "ACPI BIOS Error" not in log, result.describe())
-    tally.check("UART found as a 16550A on IRQ 4",
-                re.search(r"ttyS0 at I/O 0x3f8 \(irq = 4, base_baud = \d+\) is a 16550A", log)
+    # Linux numbers the IRQ itself (with no legacy PIC in hardware-reduced mode GSI 4 gets a
+    # dynamic number); the GSI comes from the DSDT's _CRS, which the ACPI unit tests check.
+    tally.check("UART found as a 16550A at 0x3f8 through ACPI",
+                re.search(r"ttyS0 at I/O 0x3f8 \(irq = \d+, base_baud = \d+\) is a 16550A", log)
                 is not None, result.describe())
     tally.check("kernel reached Run /init", "Run /init as init process" in log,
                 result.describe())
@@ -87,6 +91,9 @@ def main():
                     result.describe())
         tally.check("poweroff ends ember with status 0", result.returncode == 0,
                     result.describe())
+    if tally.failed:
+        print("---- full guest console log ----\n" + log + "---- ember stderr ----\n" +
+              result.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
     tally.finish()
 
