@@ -120,6 +120,32 @@ def check_panic():
                 result.stderr)
 
 
+def check_reset(method):
+    command = [EMBER, "--log-level", "info", "boot", "--kernel", GUEST_ELF, "--cmdline",
+               f"console=ttyS0 test.reset={method}"]
+    result = common.run(command, TIMEOUT)
+    tally.check(f"reset-{method}: guest reset request ends ember with status 0",
+                result.returncode == 0 and "guest requested a reset" in result.stderr and
+                "reset failed" not in result.stdout, result.describe())
+
+
+def check_internal_error():
+    """An instruction the emulating KVM cannot run at CPL0: ember must say what and where."""
+    _, result = boot(GUEST_ELF, 1, 128, "test.cpl0_popcnt=1")
+    if common.is_emulating_host():
+        lines = result.stderr.strip().splitlines()
+        tally.check("internal-error: KVM emulation failure ends ember with status 1",
+                    result.returncode == 1, result.describe())
+        tally.check("internal-error: one line with suberror, RIP and the instruction bytes",
+                    len(lines) == 1 and "emulation failure (suberror 1)" in lines[0] and
+                    "at RIP 0x" in lines[0] and "instruction bytes f3 48 0f b8" in lines[0],
+                    result.stderr)
+    else:
+        tally.check("internal-error: hardware KVM runs popcnt at CPL0",
+                    result.returncode == 0 and "CHECK cpl0_popcnt ok" in result.stdout,
+                    result.describe())
+
+
 common.announce(2, "ember test guest booted by ember")
 check_guest_run("pvh-1cpu-256M", GUEST_ELF, 1, 256, "pvh")
 check_guest_run("pvh-2cpu-512M", GUEST_ELF, 2, 512, "pvh")
@@ -127,5 +153,8 @@ check_guest_run("bzimage-2cpu-256M", GUEST_BZIMAGE, 2, 256, "linux64")
 check_guest_run("pvh-4cpu-5G", GUEST_ELF, 4, 5120, "pvh")
 check_uart_input()
 check_panic()
+check_reset("i8042")
+check_reset("acpi")
+check_internal_error()
 check_sigint()
 tally.finish()

@@ -33,6 +33,9 @@ constexpr uint64_t kFadtPm1aControl = 64;
 constexpr uint64_t kFadtPm1bControl = 68;
 constexpr uint64_t kFadtFlags = 112;
 constexpr uint32_t kFadtFlagHardwareReduced = 1u << 20;
+constexpr uint32_t kFadtFlagResetRegister = 1u << 10;
+constexpr uint64_t kFadtResetRegister = 116;
+constexpr uint64_t kFadtResetValue = 128;
 constexpr uint64_t kFadtXDsdt = 140;
 constexpr uint64_t kFadtXPm1aControl = 172;
 constexpr uint64_t kFadtSleepControl = 244;
@@ -132,6 +135,11 @@ void parse_fadt(uint64_t fadt) {
         if (x_pm1a.space == kAddressSpaceIo) acpi_info.pm1a_control = static_cast<uint32_t>(x_pm1a.address);
     }
     if (length >= kFadtSleepControl + 12) acpi_info.sleep_control = read_gas(fadt + kFadtSleepControl);
+    if (length > kFadtResetValue) {
+        acpi_info.reset_supported = read32(fadt + kFadtFlags) & kFadtFlagResetRegister;
+        acpi_info.reset_register = read_gas(fadt + kFadtResetRegister);
+        acpi_info.reset_value = read8(fadt + kFadtResetValue);
+    }
     uint64_t x_dsdt = length >= kFadtXDsdt + 8 ? read64(fadt + kFadtXDsdt) : 0;
     acpi_info.dsdt = x_dsdt != 0 ? x_dsdt : read32(fadt + kFadtDsdt);
 }

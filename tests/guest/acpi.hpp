@@ -25,6 +25,9 @@ struct AcpiInfo {
     // FADT
     bool hardware_reduced = false;
     GenericAddress sleep_control;
+    bool reset_supported = false;  // FADT flag RESET_REG_SUP
+    GenericAddress reset_register;
+    uint8_t reset_value = 0;
     uint32_t pm1a_control = 0;
     uint32_t pm1b_control = 0;
     uint32_t smi_command = 0;

@@ -67,6 +67,7 @@
 #define IO_OP_INW 4
 #define IO_OP_INL 5
 #define IO_OP_PARK 6 /* halt this CPU forever with interrupts off */
+#define IO_OP_CPL0_POPCNT 7 /* popcnt at CPL0: an instruction an emulating KVM lacks (HOSTS.md) */
 
 /* Fixed platform addresses. */
 #define LAPIC_BASE 0xfee00000

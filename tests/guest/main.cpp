@@ -8,6 +8,7 @@
 #include "checks.hpp"
 #include "cmdline.hpp"
 #include "cpu.hpp"
+#include "portio.hpp"
 #include "power.hpp"
 #include "print.hpp"
 #include "smp.hpp"
@@ -168,6 +169,10 @@ void check_smp(uint32_t bsp_apic_id) {
 [[noreturn]] void finish() {
     print("ember-test-guest: RESULT pass=%u fail=%u\n", checks_passed(), checks_failed());
     if (cmdline_flag(boot.cmdline, "test.panic")) report_panic();
+    Str method;
+    if (cmdline_value(boot.cmdline, "test.reset", method)) {
+        reset_machine(method.size > 0 && method.data[0] == 'a' ? "acpi" : "i8042");
+    }
     power_off();
 }
 
@@ -199,6 +204,12 @@ extern "C" [[noreturn]] void user_main(uint64_t entry_kind, uint64_t boot_info) 
     check_uart_irq(bsp_apic_id);
     check_smp(bsp_apic_id);
     if (cmdline_flag(boot.cmdline, "test.uart_rx")) check_uart_input(bsp_apic_id);
+    if (cmdline_flag(boot.cmdline, "test.cpl0_popcnt")) {
+        print("ember-test-guest: running popcnt at CPL0\n");
+        uint32_t bits = cpl0_popcount(0xf0f0);
+        if (bits == 8) check_ok("cpl0_popcnt", "value=%u", bits);
+        else check_fail("cpl0_popcnt", "popcnt(0xf0f0) gave %u", bits);
+    }
     print("ember-test-guest: checks took %lu us\n", elapsed_us(start_tsc));
     finish();
 }

@@ -16,6 +16,8 @@ bool privileged() { return current_cpl() == 0; }
 
 }  // namespace
 
+uint32_t cpl0_popcount(uint32_t value) { return io_trap(IO_OP_CPL0_POPCNT, 0, value); }
+
 uint8_t inb(uint16_t port) {
     if (!privileged()) return static_cast<uint8_t>(io_trap(IO_OP_INB, port, 0));
     uint8_t value;

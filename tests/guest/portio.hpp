@@ -15,6 +15,9 @@ void outb(uint16_t port, uint8_t value);
 void outw(uint16_t port, uint16_t value);
 void outl(uint16_t port, uint32_t value);
 
+// Runs popcnt on value at CPL0 (through the trap); an emulating KVM ends the VM there instead.
+uint32_t cpl0_popcount(uint32_t value);
+
 // Stops the calling CPU for good (cli; hlt at CPL0).
 [[noreturn]] void park_cpu();
 

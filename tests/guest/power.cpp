@@ -17,6 +17,9 @@ constexpr uint16_t kPm1SleepEnable = 1u << 13;
 constexpr uint16_t kPm1SciEnable = 1u << 0;
 constexpr uint64_t kAcpiEnableTimeoutMs = 1000;
 constexpr uint64_t kPowerOffWaitUs = 500000;
+constexpr uint16_t kI8042Command = 0x64;       // i8042 status (read) / command (write) port
+constexpr uint8_t kI8042InputFull = 1u << 1;    // status: controller has not taken the last byte
+constexpr uint8_t kI8042PulseReset = 0xfe;      // command: pulse output line 0 (CPU reset)
 constexpr uint16_t kPvpanicPort = 0x505;
 constexpr uint8_t kPvpanicPanicked = 1;
 
@@ -69,6 +72,25 @@ void try_s5() {
 }
 
 [[noreturn]] void power_off_after_failure() { power_off(); }
+
+[[noreturn]] void reset_machine(const char* method) {
+    if (method[0] == 'a') {  // "acpi"
+        if (!acpi_info.reset_supported) {
+            print("ember-test-guest: no FADT reset register\n");
+        } else if (acpi_info.reset_register.space == kAddressSpaceIo) {
+            outb(static_cast<uint16_t>(acpi_info.reset_register.address), acpi_info.reset_value);
+        } else if (acpi_info.reset_register.space == kAddressSpaceMemory) {
+            write8(acpi_info.reset_register.address, acpi_info.reset_value);
+        }
+    } else {
+        Deadline deadline(kAcpiEnableTimeoutMs);
+        while ((inb(kI8042Command) & kI8042InputFull) && !deadline.expired()) cpu_relax();
+        outb(kI8042Command, kI8042PulseReset);
+    }
+    delay_us(kPowerOffWaitUs);
+    print("ember-test-guest: reset failed\n");
+    park_cpu();
+}
 
 [[noreturn]] void report_panic() {
     outb(kPvpanicPort, kPvpanicPanicked);

@@ -8,6 +8,9 @@ namespace guest {
 [[noreturn]] void power_off();
 // Same, used from the exception handler (at CPL0).
 [[noreturn]] void power_off_after_failure();
+// Asks the machine to reset, by `method`: "acpi" (the FADT reset register) or "i8042" (pulse the
+// reset line through the keyboard controller, as Linux's reboot=k). Halts forever if still running.
+[[noreturn]] void reset_machine(const char* method);
 // Writes "panicked" to the pvpanic port and halts forever.
 [[noreturn]] void report_panic();
 

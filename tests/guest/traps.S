@@ -73,8 +73,12 @@ io_trap:
     outl %eax, %dx
     iretq
 5:  cmpl $IO_OP_INL, %edi
-    jne 6f
+    jne 7f
     inl %dx, %eax
+    iretq
+7:  cmpl $IO_OP_CPL0_POPCNT, %edi
+    jne 6f
+    popcntq %rdx, %rax
     iretq
 6:  cli                 /* IO_OP_PARK (and anything unknown): stop this CPU */
     hlt
