@@ -11,6 +11,9 @@ SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED_GUEST = SOURCE_ROOT.parent / "shared" / "guest"
 FIXTURE_VMLINUX = SHARED_GUEST / "vmlinux-6.12-microvm"
 FIXTURE_BZIMAGE = SHARED_GUEST / "bzImage-6.12-microvm"
+# Debian's stock cloud kernel, unpacked by tools/setup on hardware-KVM hosts.
+DEBIAN_KERNEL = pathlib.Path(os.environ.get("EMBER_CACHE", pathlib.Path.home() / ".cache" / "ember")) \
+    / "debian-cloud-kernel" / "vmlinuz"
 # What the fixture kernel needs on an emulating KVM host (shared/guest/README.md).
 FIXTURE_FLAGS = "noxsave nopv clearcpuid=smap,popcnt,movbe,avx,avx2,bmi1,bmi2,erms,fsrm"
 

@@ -5,8 +5,8 @@ On an emulating KVM (kvm_pvm): the fixture kernel in ../shared/guest with 2 vCPU
 the kernel log (over the 16550 UART) must show both vCPUs, the memory size, the exact command line,
 clean ACPI, the UART as a 16550A on IRQ 4; then init dies at its first system call (a property of
 these hosts), the kernel panics, pvpanic tells ember, and ember must exit 3 saying so.
-On hardware KVM: the same kernel continues into the busybox /init, which prints what user space
-sees and powers off; ember must exit 0.
+On hardware KVM: Debian's stock linux-image-cloud-amd64 (a bzImage; tools/setup unpacks it) boots
+into the busybox /init, which prints what user space sees and powers off; ember must exit 0.
 
 usage: linux_boot_test.py EMBER"""
 import os
@@ -42,7 +42,11 @@ def tsc_khz():
 def main():
     emulating = common.is_emulating_host()
     common.announce(3, "fixture Linux 6.12 kernel to Run /init" if emulating
-                    else "fixture Linux 6.12 kernel into user space")
+                    else "Debian's linux-image-cloud-amd64 into user space")
+    kernel = common.FIXTURE_VMLINUX if emulating else common.DEBIAN_KERNEL
+    if not kernel.exists():
+        tally.check(f"kernel {kernel} exists (tools/setup prepares it)", False)
+        tally.finish()
     work = tempfile.mkdtemp(prefix="ember-linux-")
     initrd_path = os.path.join(work, "initrd.cpio")
     initrd.busybox_initrd(initrd_path, INIT)
@@ -52,7 +56,7 @@ def main():
     # fires on any busy host, and its NMI backtrace uses an instruction (LSL) the emulator lacks.
     host_flags = f"{common.FIXTURE_FLAGS} rcupdate.rcu_cpu_stall_suppress=1 " if emulating else ""
     cmdline = f"console=ttyS0 {host_flags}tsc_early_khz={tsc_khz()} ember.e2e_token=7f3a9"
-    command = [EMBER, "boot", "--kernel", str(common.FIXTURE_VMLINUX), "--initrd", initrd_path,
+    command = [EMBER, "boot", "--kernel", str(kernel), "--initrd", initrd_path,
                "--cpus", str(CPUS), "--memory", f"{MEMORY_MIB}M", "--cmdline", cmdline]
     print("running: " + " ".join(command), flush=True)
     result = common.run(command, BOOT_TIMEOUT)
