@@ -4,11 +4,15 @@
 Ctrl-C (SIGINT) on the host.
 
 usage: ember_guest_test.py EMBER GUEST_ELF GUEST_BZIMAGE"""
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -146,6 +150,60 @@ def check_internal_error():
                     result.describe())
 
 
+def check_terminal():
+    """ember on a terminal: no echo or line editing by the host (the guest's line arrives once,
+    with its carriage return), Ctrl-C still stops the VM, and the terminal is restored after."""
+    master, slave = pty.openpty()
+    saved = termios.tcgetattr(slave)
+
+    def take_terminal():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen([EMBER, "boot", "--kernel", GUEST_ELF, "--cmdline",
+                                "console=ttyS0 test.uart_rx=1"], stdin=slave, stdout=slave,
+                               stderr=subprocess.PIPE, preexec_fn=take_terminal)
+    output = b""
+
+    def read_until(text, timeout):
+        nonlocal output
+        deadline = time.monotonic() + timeout
+        while text not in output and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    output += os.read(master, 4096)
+                except OSError:
+                    break
+        return text in output
+
+    tally.check("tty: guest asks for input", read_until(b"ready-for-input", TIMEOUT),
+                output[-500:])
+    os.write(master, b"typed-on-a-tty\r")
+    got = read_until(b"got-input typed-on-a-tty", 20)
+    tally.check("tty: a line typed with Enter (CR) reaches the guest", got, output[-500:])
+    tally.check("tty: the host did not echo it (raw mode)",
+                output.count(b"typed-on-a-tty") == 1, output[-500:])
+    # The guest powers off after the line; run a second VM to press Ctrl-C in.
+    process.wait(TIMEOUT)
+    tally.check("tty: terminal settings restored after exit",
+                termios.tcgetattr(slave)[3] == saved[3], "local modes differ")
+    process = subprocess.Popen([EMBER, "boot", "--kernel", GUEST_ELF, "--cmdline",
+                                "console=ttyS0 test.uart_rx=1"], stdin=slave, stdout=slave,
+                               stderr=subprocess.PIPE, preexec_fn=take_terminal)
+    output = b""
+    read_until(b"ready-for-input", TIMEOUT)
+    os.write(master, b"\x03")
+    try:
+        code = process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    tally.check("tty: Ctrl-C stops the VM (status 130)", code == 130, f"exit {code}")
+    os.close(master)
+    os.close(slave)
+
+
 common.announce(2, "ember test guest booted by ember")
 check_guest_run("pvh-1cpu-256M", GUEST_ELF, 1, 256, "pvh")
 check_guest_run("pvh-2cpu-512M", GUEST_ELF, 2, 512, "pvh")
@@ -157,4 +215,5 @@ check_reset("i8042")
 check_reset("acpi")
 check_internal_error()
 check_sigint()
+check_terminal()
 tally.finish()
