@@ -25,12 +25,14 @@ void EventLoop::add(int fd, uint32_t events, Handler handler) {
   epoll_event event{};
   event.events = events;
   event.data.fd = fd;
+  std::lock_guard lock(handlers_mutex_);
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0)
     throw system_error("epoll_ctl add fd " + std::to_string(fd));
   handlers_[fd] = std::move(handler);
 }
 
 void EventLoop::remove(int fd) {
+  std::lock_guard lock(handlers_mutex_);
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   handlers_.erase(fd);
 }
@@ -50,11 +52,16 @@ void EventLoop::run() {
       throw system_error("epoll_wait");
     }
     for (int i = 0; i < count; ++i) {
-      auto handler = handlers_.find(events[i].data.fd);
-      if (handler != handlers_.end()) {
-        auto callback = handler->second;  // A handler may remove itself.
-        callback(events[i].events);
+      Handler callback;
+      {
+        // Copied under the lock and called without it: a handler may add or remove fds, itself
+        // included. An fd removed since epoll_wait returned is no longer found and is skipped.
+        std::lock_guard lock(handlers_mutex_);
+        auto handler = handlers_.find(events[i].data.fd);
+        if (handler == handlers_.end()) continue;
+        callback = handler->second;
       }
+      callback(events[i].events);
     }
     if (idle_) idle_();
   }

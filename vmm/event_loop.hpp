@@ -1,4 +1,6 @@
-// The I/O thread's epoll loop: fds with callbacks, run until stop() from any thread.
+// The I/O thread's epoll loop: fds with callbacks, run until stop() from any thread. add() and
+// remove() may be called from any thread (devices register backend fds when activated on a vCPU
+// thread); handlers always run on the loop's thread.
 #pragma once
 
 #include <atomic>
@@ -6,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 
 #include "vmm/unique_fd.hpp"
 
@@ -31,6 +34,7 @@ class EventLoop {
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd that stop() writes.
   std::atomic<bool> stopping_{false};
+  std::mutex handlers_mutex_;
   std::map<int, Handler> handlers_;
   std::chrono::milliseconds idle_period_{-1};
   std::function<void()> idle_;
