@@ -113,6 +113,9 @@ std::string hex(uint64_t value) {
 }  // namespace
 
 Machine::Machine(MachineConfig config) : config_(std::move(config)) {
+  // The user's files first: a bad path is the likelier mistake, and it needs no KVM to report.
+  kernel_ = read_file("kernel", config_.kernel_path);
+  if (!config_.initrd_path.empty()) initrd_ = read_file("initrd", config_.initrd_path);
   kvm_ = std::make_unique<Kvm>(config_.kvm_path);
   validate();
   vm_ = std::make_unique<Vm>(*kvm_);
@@ -175,18 +178,17 @@ void Machine::load_guest() {
   const auto acpi = boot::build_acpi_tables(acpi_config);
   memory_->write_or_throw(acpi.base, acpi.bytes);
 
-  const auto kernel = read_file("kernel", config_.kernel_path);
-  std::vector<std::byte> initrd;
-  if (!config_.initrd_path.empty()) initrd = read_file("initrd", config_.initrd_path);
 
   boot::BootSpec spec;
   spec.kernel_path = config_.kernel_path;
-  spec.kernel = kernel;
+  spec.kernel = kernel_;
   spec.initrd_path = config_.initrd_path;
-  spec.initrd = initrd;
+  spec.initrd = initrd_;
   spec.cmdline = config_.cmdline;
   spec.rsdp_address = acpi.rsdp_address;
   const auto boot_info = boot::load_kernel(*memory_, spec);
+  kernel_ = {};  // Copied into guest memory; the host copy is no longer needed.
+  initrd_ = {};
   spdlog::info("kernel {}: {} entry at {}", config_.kernel_path,
                boot_info.mode == boot::EntryMode::kPvh32 ? "PVH 32-bit" : "64-bit Linux",
                hex(boot_info.entry));

@@ -77,6 +77,8 @@ class Machine {
   void on_device_stop(StopReason reason);
 
   MachineConfig config_;
+  std::vector<std::byte> kernel_;  // File contents, until loaded into guest memory.
+  std::vector<std::byte> initrd_;
   std::unique_ptr<Kvm> kvm_;
   std::unique_ptr<Vm> vm_;
   std::unique_ptr<GuestMemory> memory_;

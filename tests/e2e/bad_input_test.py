@@ -86,10 +86,17 @@ expect_error("--memory not a size", ["boot", "--kernel", kernel, "--memory", "12
 expect_error("no --kernel", ["boot"], ["--kernel"], codes=(2,))
 expect_error("unknown option", ["boot", "--kernel", kernel, "--frobnicate"], ["frobnicate"],
              codes=(2,))
+unreadable = write("root-only-kernel", b"\0" * 4096)
+os.chmod(unreadable, 0o600)
+expect_error("kernel not readable by the user", ["boot", "--kernel", unreadable],
+             [unreadable, "Permission denied"], run_as="65534")
 expect_error("/dev/kvm missing", ["boot", "--kernel", kernel, "--kvm", path("no-kvm")],
              [path("no-kvm"), "no such device"])
-expect_error("/dev/kvm not accessible", ["boot", "--kernel", kernel], ["/dev/kvm", "permission"],
-             run_as="65534")
+world_readable_kernel = write("kernel-for-anyone", open(kernel, "rb").read())
+os.chmod(work, 0o755)
+os.chmod(world_readable_kernel, 0o644)
+expect_error("/dev/kvm not accessible", ["boot", "--kernel", world_readable_kernel],
+             ["/dev/kvm", "permission"], run_as="65534")
 
 shutil.rmtree(work, ignore_errors=True)
 tally.finish()
