@@ -40,4 +40,18 @@ inline constexpr uint16_t kAcpiResetPort = 0x602;         //   reset register (F
 inline constexpr uint8_t kAcpiResetValue = 0x1;
 inline constexpr uint8_t kAcpiS5SleepType = 5;        // SLP_TYP for \_S5 (poweroff).
 
+// virtio-mmio devices (virtio 1.2 §4.2), in the 32-bit MMIO hole below the IOAPIC and clear of the
+// PCI ECAM and BAR windows: 32 slots of 4 KiB at 0xfe000000..0xfe01ffff (0xfe000000..0xfe0fffff is
+// kept for them). Slot n is at kVirtioMmioStart + n * kVirtioMmioSlotSize; its registers and
+// configuration space are the first 0x200 bytes (what ACPI and the command line describe). Slot n
+// interrupts on GSI kVirtioMmioFirstGsi + n, an edge-triggered IOAPIC pin; KVM's IOAPIC has pins
+// 0-23, so pins 16-23 allow 8 devices (kVirtioMmioMaxDevices) until GSIs are shared.
+inline constexpr uint64_t kVirtioMmioStart = 0xfe000000;
+inline constexpr uint64_t kVirtioMmioEnd = 0xfe100000;    // Reserved range, exclusive.
+inline constexpr uint64_t kVirtioMmioSlotSize = 0x1000;
+inline constexpr uint64_t kVirtioMmioWindowSize = 0x200;  // Registers (0x100) + config.
+inline constexpr uint32_t kVirtioMmioSlots = 32;
+inline constexpr uint32_t kVirtioMmioFirstGsi = 16;
+inline constexpr uint32_t kVirtioMmioMaxDevices = 8;      // GSIs 16-23.
+
 }  // namespace ember::layout

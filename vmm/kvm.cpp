@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <sstream>
@@ -133,14 +134,14 @@ void Vm::create_irqchip_and_pit() {
   // 0-23, except that GSI 0, where KVM's PIT fires, goes to IOAPIC pin 2, matching the MADT's
   // interrupt source override 0 -> 2 that Linux expects.
   constexpr uint32_t kIoapicPins = 24;
-  std::vector<kvm_irq_routing_entry> routes;
+  std::lock_guard lock(routes_mutex_);
   auto add = [&](uint32_t gsi, uint32_t chip, uint32_t pin) {
     kvm_irq_routing_entry entry{};
     entry.gsi = gsi;
     entry.type = KVM_IRQ_ROUTING_IRQCHIP;
     entry.u.irqchip.irqchip = chip;
     entry.u.irqchip.pin = pin;
-    routes.push_back(entry);
+    routes_.push_back(entry);
   };
   for (uint32_t irq = 0; irq < 16; ++irq) {
     if (irq == 2) continue;
@@ -153,9 +154,67 @@ void Vm::create_irqchip_and_pit() {
       add(pin, KVM_IRQCHIP_IOAPIC, pin);
     }
   }
-  auto buffer = kvm_abi::pack(kvm_abi::IrqRoutingHeader{static_cast<uint32_t>(routes.size()), 0},
-                              std::span<const kvm_irq_routing_entry>(routes));
+  submit_routes();
+}
+
+void Vm::submit_routes() {
+  auto buffer = kvm_abi::pack(kvm_abi::IrqRoutingHeader{static_cast<uint32_t>(routes_.size()), 0},
+                              std::span<const kvm_irq_routing_entry>(routes_));
   checked_ioctl(fd_.get(), kvm_abi::kSetGsiRouting, "KVM_SET_GSI_ROUTING", buffer.data());
+}
+
+void Vm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
+  std::lock_guard lock(routes_mutex_);
+  kvm_irq_routing_entry entry{};
+  entry.gsi = gsi;
+  entry.type = KVM_IRQ_ROUTING_MSI;
+  entry.u.msi.address_lo = static_cast<uint32_t>(address);
+  entry.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
+  entry.u.msi.data = data;
+  auto existing = std::find_if(routes_.begin(), routes_.end(),
+                               [&](const kvm_irq_routing_entry& route) { return route.gsi == gsi; });
+  if (existing != routes_.end()) {
+    *existing = entry;
+  } else {
+    routes_.push_back(entry);
+  }
+  submit_routes();
+}
+
+void Vm::add_irqfd(int eventfd, uint32_t gsi) {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(eventfd);
+  irqfd.gsi = gsi;
+  checked_ioctl(fd_.get(), KVM_IRQFD, "KVM_IRQFD", &irqfd);
+}
+
+namespace {
+kvm_ioeventfd ioeventfd_request(int eventfd, uint64_t address, uint32_t length, bool pio,
+                                std::optional<uint64_t> datamatch) {
+  kvm_ioeventfd request{};
+  request.fd = eventfd;
+  request.addr = address;
+  request.len = length;
+  if (pio) request.flags |= KVM_IOEVENTFD_FLAG_PIO;
+  if (datamatch) {
+    request.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    request.datamatch = *datamatch;
+  }
+  return request;
+}
+}  // namespace
+
+void Vm::add_ioeventfd(int eventfd, uint64_t address, uint32_t length, bool pio,
+                       std::optional<uint64_t> datamatch) {
+  auto request = ioeventfd_request(eventfd, address, length, pio, datamatch);
+  checked_ioctl(fd_.get(), KVM_IOEVENTFD, "KVM_IOEVENTFD", &request);
+}
+
+void Vm::remove_ioeventfd(int eventfd, uint64_t address, uint32_t length, bool pio,
+                          std::optional<uint64_t> datamatch) {
+  auto request = ioeventfd_request(eventfd, address, length, pio, datamatch);
+  request.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+  checked_ioctl(fd_.get(), KVM_IOEVENTFD, "KVM_IOEVENTFD deassign", &request);
 }
 
 void Vm::set_irq_line(uint32_t gsi, bool level) {

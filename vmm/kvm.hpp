@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,14 +43,31 @@ class Vm {
   // In-kernel LAPIC/IOAPIC/PIC and PIT, with GSI routing as a PC: GSI 0 (the PIT) -> IOAPIC pin 2.
   void create_irqchip_and_pit();
   void set_irq_line(uint32_t gsi, bool level);
+
+  // Routes `gsi` to an MSI (address, data); replaces an earlier route of the same GSI. Thread-safe.
+  void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data);
+  // Writing `eventfd` injects `gsi` (an edge for IOAPIC pins; the MSI for MSI routes).
+  void add_irqfd(int eventfd, uint32_t gsi);
+  // A guest write of `length` bytes to `address` (port I/O if `pio`) signals `eventfd` in the
+  // kernel, without an exit to ember; with `datamatch`, only writes of that value.
+  void add_ioeventfd(int eventfd, uint64_t address, uint32_t length, bool pio,
+                     std::optional<uint64_t> datamatch = std::nullopt);
+  void remove_ioeventfd(int eventfd, uint64_t address, uint32_t length, bool pio,
+                        std::optional<uint64_t> datamatch = std::nullopt);
+  // First GSI above the IOAPIC's pins: where MSI routes start.
+  static constexpr uint32_t kFirstMsiGsi = 24;
   // TSC frequency KVM gives guests, in kHz (KVM_GET_TSC_KHZ on a vCPU fd, or on the VM when supported).
   uint32_t tsc_khz() const { return tsc_khz_; }
   void set_tsc_khz(uint32_t khz) { tsc_khz_ = khz; }
 
  private:
+  void submit_routes();  // With routes_mutex_ held.
+
   const Kvm& kvm_;
   UniqueFd fd_;
   uint32_t tsc_khz_ = 0;
+  std::mutex routes_mutex_;
+  std::vector<kvm_irq_routing_entry> routes_;  // KVM_SET_GSI_ROUTING replaces the whole table.
 };
 
 class Vcpu {

@@ -19,6 +19,18 @@
 
 namespace ember::virtio {
 
+// Descriptor flags (§2.7.5).
+inline constexpr uint16_t kDescriptorNext = 1;      // VIRTQ_DESC_F_NEXT
+inline constexpr uint16_t kDescriptorWrite = 2;     // VIRTQ_DESC_F_WRITE
+inline constexpr uint16_t kDescriptorIndirect = 4;  // VIRTQ_DESC_F_INDIRECT
+// Ring flags (§2.7.6, §2.7.8).
+inline constexpr uint16_t kAvailableNoInterrupt = 1;  // VIRTQ_AVAIL_F_NO_INTERRUPT
+inline constexpr uint16_t kUsedNoNotify = 1;          // VIRTQ_USED_F_NO_NOTIFY
+// Largest total of readable (or of writable) bytes one chain may describe.
+inline constexpr uint64_t kMaxChainBytes = 1ull << 32;
+// Largest indirect table accepted, in descriptors (a 1 MiB table; Linux uses far fewer).
+inline constexpr uint32_t kMaxIndirectDescriptors = 65536;
+
 struct Descriptor {
   uint64_t address;
   uint32_t length;
@@ -63,14 +75,18 @@ class Queue {
   bool activate(const GuestMemory& memory, bool event_idx, bool indirect_descriptors);
   bool active() const { return memory_ != nullptr; }
 
-  // The next available chain, or nullopt if none or the queue is broken.
+  // The next available chain, or nullopt if none or the queue is broken (or not active).
+  // Zero-length descriptors are accepted and dropped from the chain; a chain may total 0 bytes.
+  // With EVENT_IDX, finding the ring empty also publishes avail_event (as enable_notifications()
+  // does) and looks once more, so a device that pops until nullopt never misses a notification.
   std::optional<DescriptorChain> pop();
   // Returns a chain to the driver with the number of bytes the device wrote into it.
   void push_used(uint16_t head, uint32_t written);
   // After push_used(): whether the driver wants an interrupt now (EVENT_IDX used_event, or
   // VIRTQ_AVAIL_F_NO_INTERRUPT), §2.7.10. Resets the "used since last notification" state.
   bool should_notify();
-  // With EVENT_IDX: tell the driver to notify when any new buffer arrives (writes avail_event).
+  // With EVENT_IDX: tell the driver to notify when any new buffer arrives (writes avail_event =
+  // our next available index, then a full fence; re-check with pop() afterwards). No-op otherwise.
   void enable_notifications();
 
   bool broken() const { return !error_.empty(); }
@@ -81,8 +97,14 @@ class Queue {
 
  private:
   bool fail(std::string message);
-  std::optional<uint16_t> read_u16(uint64_t address);
+  // Reads avail->idx (acquire) and, with EVENT_IDX and nothing pending, publishes avail_event and
+  // reads it again so a buffer added meanwhile is not missed. nullopt when broken.
+  std::optional<uint16_t> pending_count();
   bool walk(uint16_t head, DescriptorChain& chain);
+  bool add_descriptor(const Descriptor& descriptor, uint16_t index, DescriptorChain& chain,
+                      bool& seen_writable);
+  bool walk_indirect(uint64_t address, uint32_t length, DescriptorChain& chain,
+                     bool& seen_writable);
 
   uint16_t max_size_;
   uint16_t size_;
@@ -93,6 +115,10 @@ class Queue {
   uint16_t msix_vector_ = 0xffff;  // VIRTIO_MSI_NO_VECTOR
 
   const GuestMemory* memory_ = nullptr;
+  // Host views of the three rings, checked once at activate() (each lies inside one region).
+  std::span<std::byte> descriptors_view_;
+  std::span<std::byte> available_view_;
+  std::span<std::byte> used_view_;
   bool event_idx_ = false;
   bool indirect_ = false;
   uint16_t next_available_ = 0;  // Our shadow of how far we consumed avail->idx.
