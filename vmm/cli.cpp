@@ -37,6 +37,90 @@ std::optional<uint64_t> parse_memory_size(const std::string& text) {
 
 namespace {
 
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t end = text.find(separator, start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string::npos) return parts;
+    start = end + 1;
+  }
+}
+
+std::optional<std::array<uint8_t, 6>> parse_mac(const std::string& text) {
+  const auto parts = split(text, ':');
+  if (parts.size() != 6) return std::nullopt;
+  std::array<uint8_t, 6> mac{};
+  for (size_t i = 0; i < 6; ++i) {
+    if (parts[i].size() != 2 || !std::isxdigit(static_cast<unsigned char>(parts[i][0])) ||
+        !std::isxdigit(static_cast<unsigned char>(parts[i][1])))
+      return std::nullopt;
+    mac[i] = static_cast<uint8_t>(std::stoul(parts[i], nullptr, 16));
+  }
+  if (mac[0] & 1) return std::nullopt;  // A multicast address cannot be a NIC's.
+  return mac;
+}
+
+}  // namespace
+
+std::optional<DiskConfig> parse_disk(const std::string& text, std::string& error) {
+  const auto parts = split(text, ',');
+  DiskConfig disk;
+  disk.path = parts[0];
+  if (disk.path.empty()) {
+    error = "--disk " + text + ": no file given (use --disk PATH[,ro][,id=NAME][,direct])";
+    return std::nullopt;
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const auto& option = parts[i];
+    if (option == "ro") {
+      disk.read_only = true;
+    } else if (option == "direct") {
+      disk.direct = true;
+    } else if (option.starts_with("id=")) {
+      disk.id = option.substr(3);
+      if (disk.id.empty() || disk.id.size() > 20) {
+        error = "--disk " + text + ": id must be 1 to 20 characters (virtio-blk GET_ID)";
+        return std::nullopt;
+      }
+    } else {
+      error = "--disk " + text + ": unknown option '" + option + "' (use ro, id=NAME, direct)";
+      return std::nullopt;
+    }
+  }
+  return disk;
+}
+
+std::optional<NetConfig> parse_net(const std::string& text, std::string& error) {
+  NetConfig net;
+  for (const auto& option : split(text, ',')) {
+    if (option.starts_with("tap=")) {
+      net.tap = option.substr(4);
+      if (net.tap.empty() || net.tap.size() >= 16) {
+        error = "--net " + text + ": a tap name has 1 to 15 characters";
+        return std::nullopt;
+      }
+    } else if (option.starts_with("mac=")) {
+      net.mac = parse_mac(option.substr(4));
+      if (!net.mac) {
+        error = "--net " + text + ": mac must be six hex pairs like 52:54:00:12:34:56, unicast";
+        return std::nullopt;
+      }
+    } else {
+      error = "--net " + text + ": unknown option '" + option + "' (use tap=NAME[,mac=..])";
+      return std::nullopt;
+    }
+  }
+  if (net.tap.empty()) {
+    error = "--net " + text + ": tap=NAME is required";
+    return std::nullopt;
+  }
+  return net;
+}
+
+namespace {
+
 void configure_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("ember");
   logger->set_pattern("ember: %^%l%$: %v");

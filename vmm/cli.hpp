@@ -17,6 +17,12 @@ inline constexpr int kExitGuestPanic = 3;   // The guest kernel panicked (pvpani
 // "512M", "2G", "65536K", "1073741824B"; a bare number is MiB. nullopt if it is not a size.
 std::optional<uint64_t> parse_memory_size(const std::string& text);
 
+struct DiskConfig;
+struct NetConfig;
+// Parse one --disk / --net value; on error return nullopt and set `error` to a one-line reason.
+std::optional<DiskConfig> parse_disk(const std::string& text, std::string& error);
+std::optional<NetConfig> parse_net(const std::string& text, std::string& error);
+
 int run_cli(int argc, char** argv);
 
 }  // namespace ember

@@ -70,9 +70,12 @@ class RawFile final : public DiskBackend {
   };
 
   void submit(Operation operation);
+  // Queues `operation` (held in slots_[slot]) on the ring; false if the SQ had no room.
   bool start_on_ring(Operation& operation, size_t slot);
   int32_t run_synchronously(const Operation& operation) const;
-  int32_t finish(const Operation& operation, int32_t result) const;
+  // Accounts for one system call's result: the request's final result, or nullopt when the rest of
+  // it (after a short transfer, or with a fallback fallocate mode) must be issued again.
+  static std::optional<int32_t> after(Operation& operation, int32_t result);
   void post(uint64_t token, int32_t result);
   void clear_event() const;
 
