@@ -112,7 +112,8 @@ std::string hex(uint64_t value) {
 
 }  // namespace
 
-Machine::Machine(MachineConfig config) : config_(std::move(config)) {
+Machine::Machine(MachineConfig config)
+    : config_(std::move(config)), io_loop_(std::make_unique<EventLoop>()) {
   // The user's files first: a bad path is the likelier mistake, and it needs no KVM to report.
   kernel_ = read_file("kernel", config_.kernel_path);
   if (!config_.initrd_path.empty()) initrd_ = read_file("initrd", config_.initrd_path);
@@ -235,8 +236,7 @@ MachineExit Machine::run() {
   UniqueFd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals) throw system_error("signalfd");
 
-  EventLoop loop;
-  wake_io_loop_ = [&loop] { loop.stop(); };
+  auto& loop = *io_loop_;
   loop.add(signals.get(), EPOLLIN, [&](uint32_t) {
     signalfd_siginfo info{};
     while (::read(signals.get(), &info, sizeof(info)) == sizeof(info)) {
@@ -311,7 +311,7 @@ void Machine::request_stop(MachineExit exit) {
     exit_ = std::move(exit);
   }
   kick_vcpus();
-  if (wake_io_loop_) wake_io_loop_();
+  io_loop_->stop();
 }
 
 void Machine::kick_vcpus() {

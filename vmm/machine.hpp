@@ -16,6 +16,7 @@
 
 #include "devices/stop_reason.hpp"
 #include "vmm/bus.hpp"
+#include "vmm/event_loop.hpp"
 #include "vmm/guest_memory.hpp"
 #include "vmm/kvm.hpp"
 
@@ -101,6 +102,9 @@ class Machine {
   void on_device_stop(StopReason reason);
 
   MachineConfig config_;
+  // The I/O thread's loop (run by run() on the calling thread): console input, host signals,
+  // virtqueue notifications and device backends. Declared before the devices so it outlives them.
+  std::unique_ptr<EventLoop> io_loop_;
   std::vector<std::byte> kernel_;  // File contents, until loaded into guest memory.
   std::vector<std::byte> initrd_;
   std::unique_ptr<Kvm> kvm_;
@@ -117,7 +121,6 @@ class Machine {
   std::atomic<bool> stopping_{false};
   std::mutex exit_mutex_;
   MachineExit exit_;
-  std::function<void()> wake_io_loop_;
 };
 
 }  // namespace ember

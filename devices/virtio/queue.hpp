@@ -101,8 +101,8 @@ class Queue {
   // reads it again so a buffer added meanwhile is not missed. nullopt when broken.
   std::optional<uint16_t> pending_count();
   bool walk(uint16_t head, DescriptorChain& chain);
-  bool add_descriptor(const Descriptor& descriptor, uint16_t index, DescriptorChain& chain,
-                      bool& seen_writable);
+  bool add_descriptor(const Descriptor& descriptor, const std::string& where,
+                      DescriptorChain& chain, bool& seen_writable);
   bool walk_indirect(uint64_t address, uint32_t length, DescriptorChain& chain,
                      bool& seen_writable);
 
