@@ -52,7 +52,9 @@ std::optional<std::span<std::byte>> GuestMemory::slice(uint64_t gpa, uint64_t le
   for (const auto& region : regions_) {
     if (gpa < region.guest_address) continue;
     const uint64_t offset = gpa - region.guest_address;
-    if (offset > region.size) continue;
+    // At the very end of a region only an empty slice belongs to it: a non-empty one may start an
+    // adjacent region.
+    if (offset > region.size || (offset == region.size && length > 0)) continue;
     // offset <= size here, so size - offset cannot wrap; comparing lengths avoids gpa + length overflow.
     if (length > region.size - offset) return std::nullopt;
     return std::span<std::byte>(region.host + offset, length);

@@ -36,6 +36,13 @@ TEST(GuestMemory, RejectsGapsStraddlingAndOverflow) {
   EXPECT_FALSE(memory.slice(UINT64_MAX - 1, UINT64_MAX).has_value());
 }
 
+TEST(GuestMemory, AdjacentRegions) {
+  GuestMemory memory({{0, 4 * kPage}, {4 * kPage, 4 * kPage}});
+  EXPECT_TRUE(memory.slice(4 * kPage, 16).has_value());     // Start of the second region.
+  EXPECT_TRUE(memory.slice(4 * kPage, 0).has_value());
+  EXPECT_FALSE(memory.slice(4 * kPage - 8, 16).has_value()); // Still may not straddle.
+}
+
 TEST(GuestMemory, ReadWriteRoundTrip) {
   auto memory = two_regions();
   ASSERT_TRUE(memory.write_value<uint32_t>(0x100010, 0xdeadbeef));
