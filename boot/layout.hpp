@@ -47,11 +47,23 @@ inline constexpr uint8_t kAcpiS5SleepType = 5;        // SLP_TYP for \_S5 (power
 // interrupts on GSI kVirtioMmioFirstGsi + n, an edge-triggered IOAPIC pin; KVM's IOAPIC has pins
 // 0-23, so pins 16-23 allow 8 devices (kVirtioMmioMaxDevices) until GSIs are shared.
 inline constexpr uint64_t kVirtioMmioStart = 0xfe000000;
-inline constexpr uint64_t kVirtioMmioEnd = 0xfe100000;    // Reserved range, exclusive.
+inline constexpr uint64_t kVirtioMmioEnd = 0xfe100000;  // Reserved range, exclusive.
 inline constexpr uint64_t kVirtioMmioSlotSize = 0x1000;
 inline constexpr uint64_t kVirtioMmioWindowSize = 0x200;  // Registers (0x100) + config.
 inline constexpr uint32_t kVirtioMmioSlots = 32;
 inline constexpr uint32_t kVirtioMmioFirstGsi = 16;
-inline constexpr uint32_t kVirtioMmioMaxDevices = 8;      // GSIs 16-23.
+inline constexpr uint32_t kVirtioMmioMaxDevices = 8;  // GSIs 16-23.
+
+// PCI (bus 0 only, segment 0), in the 32-bit MMIO hole clear of the IOAPIC, LAPIC and virtio-mmio:
+// the BAR window 0xc0000000..0xdfffffff (ember places BARs there at set-up; the guest may move them
+// within it), the ECAM window for bus 0 at 0xe0000000 (1 MiB: 32 devices x 8 functions x 4 KiB,
+// PCI Express Base §7.2.2; MCFG lists buses 0-0), and configuration mechanism #1 at 0xcf8..0xcff.
+inline constexpr uint64_t kPciMmioBase = 0xc0000000;
+inline constexpr uint64_t kPciMmioSize = 0x20000000;
+inline constexpr uint64_t kPciEcamBase = 0xe0000000;
+inline constexpr uint64_t kPciEcamSize = 0x100000;
+inline constexpr uint8_t kPciLastBus = 0;
+inline constexpr uint16_t kPciConfigPort = 0xcf8;     // CONFIG_ADDRESS 0xcf8, CONFIG_DATA 0xcfc.
+inline constexpr uint16_t kPciConfigPortCount = 8;
 
 }  // namespace ember::layout

@@ -22,9 +22,9 @@ struct VirtioMmioPlacement {
 // GSI layout::kVirtioMmioFirstGsi + n. Throws Error past layout::kVirtioMmioMaxDevices.
 VirtioMmioPlacement virtio_mmio_slot(uint32_t index);
 
-// Device (VRxx) { _HID "LNRO0005", _UID index, _CCA 1, _CRS { Memory32Fixed (ReadWrite, base, size),
-// Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi } } }, xx the index in hex, for
-// AcpiConfig::extra_devices. Throws Error if the window is not below 4 GiB or index > 255.
+// Device (VRxx) { _HID "LNRO0005", _UID index, _CCA 1, _CRS { Memory32Fixed (ReadWrite, base,
+// size), Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi } } }, xx the index in
+// hex, for AcpiConfig::extra_devices. Throws Error if the window is not below 4 GiB or index > 255.
 aml::Bytes virtio_mmio_acpi_device(const VirtioMmioPlacement& placement);
 
 // "virtio_mmio.device=<size>@<base>:<gsi>", sizes and addresses in hex (Linux parses them with

@@ -182,6 +182,17 @@ int run_cli(int argc, char** argv) {
   boot->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   boot->add_option("--kvm", config.kvm_path, "KVM device")->default_val("/dev/kvm");
+  std::vector<std::string> disks, nets;
+  boot->add_option("--disk", disks, "virtio-blk disk: PATH[,ro][,id=NAME][,direct] (repeatable)");
+  boot->add_option("--net", nets, "virtio-net on a tap: tap=NAME[,mac=52:54:00:..] (repeatable)");
+  std::string console = "serial", transport = "pci";
+  boot->add_option("--console", console,
+                   "serial (COM1, ttyS0) or virtio (hvc0 gets input; COM1 keeps early output)")
+      ->check(CLI::IsMember({"serial", "virtio"}));
+  boot->add_option("--transport", transport, "virtio transport: pci (default) or mmio")
+      ->check(CLI::IsMember({"pci", "mmio"}));
+  bool no_rng = false;
+  boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
 
   std::string host_kvm = "/dev/kvm";
   auto* host = app.add_subcommand("host", "Show what this host's KVM offers");
@@ -208,6 +219,27 @@ int run_cli(int argc, char** argv) {
       return kExitUsage;
     }
     config.memory_bytes = *bytes;
+    for (const auto& text : disks) {
+      std::string error;
+      auto disk = parse_disk(text, error);
+      if (!disk) {
+        std::fprintf(stderr, "ember: usage error: %s\n", error.c_str());
+        return kExitUsage;
+      }
+      config.disks.push_back(*disk);
+    }
+    for (const auto& text : nets) {
+      std::string error;
+      auto net = parse_net(text, error);
+      if (!net) {
+        std::fprintf(stderr, "ember: usage error: %s\n", error.c_str());
+        return kExitUsage;
+      }
+      config.nets.push_back(*net);
+    }
+    config.console = console == "virtio" ? ConsoleKind::kVirtio : ConsoleKind::kSerial;
+    config.transport = transport == "mmio" ? Transport::kMmio : Transport::kPci;
+    config.entropy = !no_rng;
     Machine machine(config);
     return exit_status(machine.run());
   } catch (const std::exception& error) {

@@ -28,7 +28,9 @@
 #include "devices/legacy/serial.hpp"
 #include "vmm/error.hpp"
 #include "vmm/event_loop.hpp"
+#include "vmm/kvm_interrupt_line.hpp"
 #include "vmm/terminal.hpp"
+#include "vmm/virtio_devices.hpp"
 
 namespace ember {
 
@@ -86,23 +88,6 @@ void write_all(int fd, std::span<const uint8_t> bytes) {
     bytes = bytes.subspan(static_cast<size_t>(written));
   }
 }
-
-// A legacy interrupt line wired to the in-kernel PIC/IOAPIC.
-class KvmInterruptLine : public InterruptLine {
- public:
-  KvmInterruptLine(Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
-  void set_level(bool asserted) override {
-    try {
-      vm_.set_irq_line(gsi_, asserted);
-    } catch (const Error& error) {
-      spdlog::error("interrupt line {}: {}", gsi_, error.what());
-    }
-  }
-
- private:
-  Vm& vm_;
-  uint32_t gsi_;
-};
 
 std::string hex(uint64_t value) {
   std::ostringstream out;
@@ -171,11 +156,17 @@ void Machine::create_devices() {
   pio_bus_.insert(layout::kI8042DataPort, 5, std::make_shared<I8042>(stop));
   pio_bus_.insert(layout::kPvpanicPort, 1, std::make_shared<Pvpanic>(stop));
   pio_bus_.insert(layout::kAcpiPmPort, 3, std::make_shared<AcpiPm>(stop));
+
+  virtio_ = std::make_unique<VirtioDevices>(*vm_, *memory_, *io_loop_, pio_bus_, mmio_bus_);
+  virtio_->create(config_, [output](std::span<const uint8_t> bytes) {
+    if (output >= 0) write_all(output, bytes);
+  });
 }
 
 void Machine::load_guest() {
   boot::AcpiConfig acpi_config;
   acpi_config.cpu_count = config_.cpus;
+  virtio_->describe(acpi_config);
   const auto acpi = boot::build_acpi_tables(acpi_config);
   memory_->write_or_throw(acpi.base, acpi.bytes);
 
@@ -252,7 +243,9 @@ MachineExit Machine::run() {
   std::vector<uint8_t> pending;
   bool input_watched = false;
   auto deliver_pending = [&] {
-    const size_t taken = serial_->enqueue_input(pending);
+    // With --console virtio, input goes to hvc0; the UART stays output-only for early messages.
+    const size_t taken = virtio_->has_console() ? virtio_->console_input(pending)
+                                                : serial_->enqueue_input(pending);
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(taken));
   };
   std::function<void(uint32_t)> read_input = [&](uint32_t events) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "devices/stop_reason.hpp"
+#include "vmm/machine_config.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/guest_memory.hpp"
@@ -23,42 +24,7 @@
 namespace ember {
 
 class Serial;
-
-inline constexpr uint64_t kMiB = 1024 * 1024;
-inline constexpr uint64_t kMinimumMemory = 64 * kMiB;
-
-// `--disk PATH[,ro][,id=NAME][,direct]`
-struct DiskConfig {
-  std::string path;
-  bool read_only = false;
-  std::string id;       // VIRTIO_BLK_T_GET_ID; empty: the file name.
-  bool direct = false;  // O_DIRECT: bypass the host page cache.
-};
-
-// `--net tap=NAME[,mac=52:54:00:12:34:56]`
-struct NetConfig {
-  std::string tap;  // Attached if it exists, created otherwise.
-  std::optional<std::array<uint8_t, 6>> mac;  // Default: derived from the tap name.
-};
-
-enum class Transport { kPci, kMmio };
-enum class ConsoleKind { kSerial, kVirtio };
-
-struct MachineConfig {
-  std::string kernel_path;
-  std::string initrd_path;  // Empty: no initrd.
-  std::string cmdline;
-  uint32_t cpus = 1;
-  uint64_t memory_bytes = 256 * kMiB;
-  std::string kvm_path = "/dev/kvm";
-  int console_input = 0;   // Host fd whose bytes the UART receives (-1: none).
-  int console_output = 1;  // Host fd the UART transmits to.
-  ConsoleKind console = ConsoleKind::kSerial;  // kVirtio: hvc0 gets the console input.
-  Transport transport = Transport::kPci;
-  std::vector<DiskConfig> disks;
-  std::vector<NetConfig> nets;
-  bool entropy = true;  // virtio-rng
-};
+class VirtioDevices;
 
 // How a run ended. The CLI turns this into ember's exit status.
 struct MachineExit {
@@ -114,6 +80,7 @@ class Machine {
   Bus pio_bus_{"port I/O"};
   Bus mmio_bus_{"MMIO"};
   std::shared_ptr<Serial> serial_;
+  std::unique_ptr<VirtioDevices> virtio_;
   kvm_regs boot_regs_{};
   kvm_sregs boot_sregs_{};
 

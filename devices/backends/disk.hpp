@@ -3,13 +3,13 @@
 //
 // A request is submitted with a caller-chosen token and completes exactly once, with 0 or -errno,
 // through drain_completions(). The backend raises completion_fd() (readable, poll/epoll EPOLLIN)
-// whenever completions are waiting; the I/O loop watches it and calls drain_completions(). A request
-// may complete before its submit call returns (a synchronous backend), but its completion is still
-// delivered only by drain_completions(), so callers have one code path.
+// whenever completions are waiting; the I/O loop watches it and calls drain_completions(). A
+// request may complete before its submit call returns (a synchronous backend), but its completion
+// is still delivered only by drain_completions(), so callers have one code path.
 //
 // Buffers are host iovecs into guest memory: they must stay mapped until the request completes or
-// abandon_in_flight() returns. Not thread-safe: the owner serializes every call (virtio devices call
-// it with their mutex held).
+// abandon_in_flight() returns. Not thread-safe: the owner serializes every call (virtio devices
+// call it with their mutex held).
 #pragma once
 
 #include <sys/uio.h>

@@ -1,9 +1,9 @@
 #include "devices/backends/raw_file.hpp"
 
 #include <fcntl.h>
+#include <liburing.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <liburing.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -50,7 +50,8 @@ uint64_t size_of(int fd, const std::string& path) {
   if (S_ISREG(info.st_mode)) return static_cast<uint64_t>(info.st_size);
   if (S_ISBLK(info.st_mode)) {
     uint64_t bytes = 0;
-    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0) throw system_error("disk " + path + ": BLKGETSIZE64");
+    if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0)
+      throw system_error("disk " + path + ": BLKGETSIZE64");
     return bytes;
   }
   throw Error("disk " + path + ": not a regular file or block device");
@@ -70,8 +71,7 @@ bool ring_supports_operations(io_uring* ring) {
 
 }  // namespace
 
-RawFile::RawFile(const std::string& path, RawFileOptions options)
-    : path_(path), options_(options) {
+RawFile::RawFile(const std::string& path, RawFileOptions options) : path_(path), options_(options) {
   options_.queue_depth = std::clamp(options_.queue_depth, 1u, kMaxQueueDepth);
   int flags = (options_.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   if (options_.direct) flags |= O_DIRECT;
@@ -116,7 +116,9 @@ void RawFile::write(uint64_t offset, std::span<const iovec> buffers, uint64_t to
   submit({Kind::kWrite, token, offset, total_length(buffers), 0, {buffers.begin(), buffers.end()}});
 }
 
-void RawFile::flush(uint64_t token) { submit({Kind::kFlush, token, 0, 0, 0, {}}); }
+void RawFile::flush(uint64_t token) {
+  submit({Kind::kFlush, token, 0, 0, 0, {}});
+}
 
 void RawFile::discard(uint64_t offset, uint64_t length, uint64_t token) {
   if (options_.read_only) return post(token, -EROFS);
@@ -189,8 +191,8 @@ int32_t RawFile::run_synchronously(const Operation& operation) const {
         result = ::fdatasync(file_.get());
         break;
       case Kind::kFallocate:
-        result = ::fallocate(file_.get(), rest.fallocate_mode, offset,
-                             static_cast<off_t>(rest.length));
+        result =
+            ::fallocate(file_.get(), rest.fallocate_mode, offset, static_cast<off_t>(rest.length));
         break;
     }
     if (result < 0 && errno == EINTR) continue;

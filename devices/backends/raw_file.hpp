@@ -2,9 +2,9 @@
 //
 // Requests go through io_uring (up to queue_depth in flight, more wait in a host-side queue) and
 // complete through an eventfd registered with the ring. When the kernel refuses io_uring (EPERM
-// under seccomp or io_uring_disabled, ENOSYS on old kernels), or when forced for tests, every request
-// runs synchronously at submission (preadv/pwritev/fdatasync/fallocate) and its completion is
-// signalled through the same kind of eventfd, so the device code path does not change.
+// under seccomp or io_uring_disabled, ENOSYS on old kernels), or when forced for tests, every
+// request runs synchronously at submission (preadv/pwritev/fdatasync/fallocate) and its completion
+// is signalled through the same kind of eventfd, so the device code path does not change.
 #pragma once
 
 #include <cstdint>

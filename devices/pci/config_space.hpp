@@ -82,6 +82,7 @@ struct PciBarRegion {
   uint8_t index = 0;
   uint64_t address = 0;
   uint64_t size = 0;
+  bool operator==(const PciBarRegion&) const = default;
 };
 
 class PciConfigSpace {

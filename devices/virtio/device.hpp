@@ -79,6 +79,9 @@ class Device {
   virtual void process_queue(uint16_t queue) = 0;
   // Device reset (§2.4): drop in-flight work, unregister from the loop, forget the queues.
   virtual void reset() = 0;
+  // The guest broke a queue and the device stopped: transports report DEVICE_NEEDS_RESET in the
+  // status they show the driver until reset() (§2.1.2).
+  virtual bool needs_reset() const { return false; }
 
   std::mutex& mutex() { return mutex_; }
 

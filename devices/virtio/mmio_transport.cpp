@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
 #include <utility>
 
 #include "vmm/error.hpp"
@@ -33,8 +34,18 @@ bool register_access(uint64_t offset, size_t size) {
   return offset < kConfig && size == 4 && offset % 4 == 0;
 }
 
-uint32_t low_half(uint64_t value) { return static_cast<uint32_t>(value); }
-uint32_t high_half(uint64_t value) { return static_cast<uint32_t>(value >> 32); }
+// Configuration space ends with the 4 KiB page (the bus range is never larger), so devices never
+// see offsets near overflow.
+bool config_access(uint64_t offset, size_t size) {
+  return offset >= kConfig && offset < kConfigEnd && size <= kConfigEnd - offset;
+}
+
+uint32_t low_half(uint64_t value) {
+  return static_cast<uint32_t>(value);
+}
+uint32_t high_half(uint64_t value) {
+  return static_cast<uint32_t>(value >> 32);
+}
 uint64_t with_low_half(uint64_t value, uint32_t half) {
   return (value & 0xffffffff00000000ull) | half;
 }
@@ -64,7 +75,7 @@ VirtioMmioTransport::VirtioMmioTransport(std::unique_ptr<Device> device, const G
 
 void VirtioMmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), uint8_t{0});
-  if (offset >= kConfig) {
+  if (config_access(offset, data.size())) {
     std::lock_guard lock(device_->mutex());
     device_->read_config(offset - kConfig, data);
     return;
@@ -78,7 +89,7 @@ void VirtioMmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
 }
 
 void VirtioMmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
-  if (offset >= kConfig) {
+  if (config_access(offset, data.size())) {
     std::lock_guard lock(device_->mutex());
     device_->write_config(offset - kConfig, data);
     return;
@@ -109,9 +120,8 @@ void VirtioMmioTransport::notify(uint16_t queue) {
     device_->process_queue(queue);
   } catch (const std::exception& error) {
     // No exception crosses the I/O loop: the device stops until the driver resets it.
-    spdlog::error("virtio-mmio: device {} failed on queue {}: {}", device_id_, queue, error.what());
     running_ = false;
-    fail("processing a queue");
+    fail("queue " + std::to_string(queue) + " failed: " + error.what());
   }
 }
 
@@ -263,23 +273,25 @@ bool VirtioMmioTransport::activate() {
     Queue& queue = queues_[index];
     if (!queue.enabled()) continue;
     if (!queue.activate(memory_, event_idx, indirect)) {
-      spdlog::warn("virtio-mmio: device {} queue {}: {}", device_id_, index, queue.error());
-      fail("activating a queue");
+      fail("queue " + std::to_string(index) + ": " + queue.error());
       return false;
     }
   }
   bool activated = false;
   try {
     activated = device_->activate(memory_, queues_, driver_features_, *this, loop_);
+    if (!activated) fail("the device refused to start");
   } catch (const std::exception& error) {
-    spdlog::error("virtio-mmio: device {} failed to activate: {}", device_id_, error.what());
+    fail(std::string("the device failed to start: ") + error.what());
   }
-  if (!activated) fail("activating the device");
   return activated;
 }
 
-void VirtioMmioTransport::fail(const char* what) {
-  spdlog::warn("virtio-mmio: device {} needs reset after {}", device_id_, what);
+void VirtioMmioTransport::fail(const std::string& why) {
+  // Guest-caused, so a guest could repeat it endlessly: warn once, then only at debug level.
+  const auto level = failure_logged_ ? spdlog::level::debug : spdlog::level::warn;
+  failure_logged_ = true;
+  spdlog::log(level, "virtio-mmio: device {} needs reset: {}", device_id_, why);
   status_ |= kStatusNeedsReset;
   config_changed();  // §2.1.2: NEEDS_RESET comes with a configuration change notification.
 }
@@ -304,7 +316,9 @@ Queue* VirtioMmioTransport::selected_queue() {
   return queue_select_ < queues_.size() ? &queues_[queue_select_] : nullptr;
 }
 
-void VirtioMmioTransport::queue_used(uint16_t /*queue*/) { raise(kInterruptUsedBuffer); }
+void VirtioMmioTransport::queue_used(uint16_t /*queue*/) {
+  raise(kInterruptUsedBuffer);
+}
 
 void VirtioMmioTransport::config_changed() {
   config_generation_.fetch_add(1);

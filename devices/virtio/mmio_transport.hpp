@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "devices/bus_device.hpp"
@@ -64,18 +65,15 @@ inline constexpr uint64_t kShmBaseHigh = 0x0bc;
 inline constexpr uint64_t kQueueReset = 0x0c0;
 inline constexpr uint64_t kConfigGeneration = 0x0fc;
 inline constexpr uint64_t kConfig = 0x100;
+inline constexpr uint64_t kConfigEnd = 0x1000;  // Accesses past it read 0 (ours, not the spec's).
 
-inline constexpr uint32_t kMagic = 0x74726976;  // "virt" in little-endian.
-inline constexpr uint32_t kVersion2 = 2;        // Legacy version 1 is not offered.
+inline constexpr uint32_t kMagic = 0x74726976;          // "virt" in little-endian.
+inline constexpr uint32_t kVersion2 = 2;                // Legacy version 1 is not offered.
 inline constexpr uint32_t kEmberVendorId = 0x52424d45;  // "EMBR" in little-endian.
 
 // InterruptStatus bits (§4.2.2).
 inline constexpr uint32_t kInterruptUsedBuffer = 1u << 0;
 inline constexpr uint32_t kInterruptConfigChange = 1u << 1;
-
-// What the platform describes (ACPI _CRS, kernel command line): registers plus 256 bytes of
-// device configuration. The bus range itself may be larger (layout::kVirtioMmioSlotSize).
-inline constexpr uint64_t kRegisterWindowSize = 0x200;
 
 }  // namespace mmio
 
@@ -114,15 +112,15 @@ class VirtioMmioTransport : public BusDevice, private Interrupts {
   void queue_used(uint16_t queue) override;
   void config_changed() override;
 
-  uint32_t read_register(uint64_t offset);  // Mutex held.
-  void write_register(uint64_t offset, uint32_t value);  // Mutex held.
-  void write_status(uint32_t value);  // Mutex held.
+  uint32_t read_register(uint64_t offset);                     // Mutex held.
+  void write_register(uint64_t offset, uint32_t value);        // Mutex held.
+  void write_status(uint32_t value);                           // Mutex held.
   void write_queue_register(uint64_t offset, uint32_t value);  // Mutex held.
-  bool features_acceptable() const;  // Mutex held.
-  bool activate();  // Mutex held.
-  void fail(const char* what);  // Mutex held: NEEDS_RESET plus a configuration interrupt.
-  void reset();  // Mutex held.
-  Queue* selected_queue();  // Mutex held; null when QueueSel names no queue.
+  bool features_acceptable() const;                            // Mutex held.
+  bool activate();                                             // Mutex held.
+  void fail(const std::string& why);  // Mutex held: NEEDS_RESET and a configuration interrupt.
+  void reset();                       // Mutex held.
+  Queue* selected_queue();            // Mutex held; null when QueueSel names no queue.
   void raise(uint32_t interrupt_bits);
 
   const std::unique_ptr<Device> device_;
@@ -144,6 +142,7 @@ class VirtioMmioTransport : public BusDevice, private Interrupts {
   uint32_t queue_select_ = 0;
   uint8_t status_ = 0;
   bool running_ = false;  // DRIVER_OK accepted and the device activated.
+  bool failure_logged_ = false;
 
   std::atomic<uint32_t> interrupt_status_{0};
   std::atomic<uint32_t> config_generation_{0};

@@ -55,8 +55,8 @@ uint16_t to_or_from_le16(uint16_t value) {
 // The ring indices and event fields are written by driver CPUs concurrently; access them as
 // (relaxed) atomics and order with explicit fences. activate() checked their host alignment.
 uint16_t load_shared16(std::byte* data) {
-  return to_or_from_le16(
-      std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(data)).load(std::memory_order_relaxed));
+  return to_or_from_le16(std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(data))
+                             .load(std::memory_order_relaxed));
 }
 void store_shared16(std::byte* data, uint16_t value) {
   std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(data))
@@ -89,7 +89,8 @@ bool host_aligned(const std::byte* data, uintptr_t alignment) {
 
 // §2.7.10: notify if new_index has moved past event since old_index, modulo 2^16.
 bool need_event(uint16_t event, uint16_t new_index, uint16_t old_index) {
-  return static_cast<uint16_t>(new_index - event - 1) < static_cast<uint16_t>(new_index - old_index);
+  return static_cast<uint16_t>(new_index - event - 1) <
+         static_cast<uint16_t>(new_index - old_index);
 }
 
 // Copies between `buffer` and the descriptors of one direction, starting `offset` bytes in.
@@ -235,20 +236,20 @@ bool Queue::walk(uint16_t head, DescriptorChain& chain) {
                   " is longer than the queue size " + std::to_string(size_) + " (loop?)");
     }
     const RawDescriptor raw = load_descriptor(descriptors_view_.data() + kDescriptorSize * index);
-    const std::string where = "descriptor " + std::to_string(index);
+    auto where = [index] { return "descriptor " + std::to_string(index); };
     if (raw.flags & kDescriptorIndirect) {
       if (!indirect_) {
-        return fail(where + " is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated");
+        return fail(where() + " is indirect but VIRTIO_F_INDIRECT_DESC was not negotiated");
       }
-      if (raw.flags & kDescriptorNext) return fail(where + " has both INDIRECT and NEXT set");
+      if (raw.flags & kDescriptorNext) return fail(where() + " has both INDIRECT and NEXT set");
       // §2.7.5.3.2: the WRITE flag of the descriptor naming the table is ignored.
       return walk_indirect(raw.address, raw.length, chain, seen_writable);
     }
     const Descriptor descriptor{raw.address, raw.length, (raw.flags & kDescriptorWrite) != 0};
-    if (!add_descriptor(descriptor, where, chain, seen_writable)) return false;
+    if (!add_descriptor(descriptor, false, index, chain, seen_writable)) return false;
     if (!(raw.flags & kDescriptorNext)) return true;
     if (raw.next >= size_) {
-      return fail(where + ": next index " + std::to_string(raw.next) + " >= queue size " +
+      return fail(where() + ": next index " + std::to_string(raw.next) + " >= queue size " +
                   std::to_string(size_));
     }
     index = raw.next;
@@ -257,60 +258,66 @@ bool Queue::walk(uint16_t head, DescriptorChain& chain) {
 
 bool Queue::walk_indirect(uint64_t address, uint32_t length, DescriptorChain& chain,
                           bool& seen_writable) {
-  const std::string table = "indirect table at " + hex(address);
+  auto table = [address] { return "indirect table at " + hex(address); };
   if (length == 0 || length % kDescriptorSize != 0) {
-    return fail(table + ": length " + std::to_string(length) +
+    return fail(table() + ": length " + std::to_string(length) +
                 " is not a non-zero multiple of 16");
   }
   const uint32_t entries = length / kDescriptorSize;
   if (entries > kMaxIndirectDescriptors) {
-    return fail(table + ": " + std::to_string(entries) + " descriptors, more than " +
+    return fail(table() + ": " + std::to_string(entries) + " descriptors, more than " +
                 std::to_string(kMaxIndirectDescriptors));
   }
   auto view = memory_->slice(address, length);
-  if (!view) return fail(table + " (" + std::to_string(length) + " bytes) is not in guest memory");
+  if (!view)
+    return fail(table() + " (" + std::to_string(length) + " bytes) is not in guest memory");
 
   uint32_t index = 0;  // An indirect chain starts at the table's first entry (§2.7.5.3).
   for (uint32_t count = 1;; ++count) {
     if (count > entries) {
-      return fail(table + ": chain longer than its " + std::to_string(entries) +
+      return fail(table() + ": chain longer than its " + std::to_string(entries) +
                   " descriptors (loop?)");
     }
     const RawDescriptor raw = load_descriptor(view->data() + kDescriptorSize * index);
-    const std::string where = "indirect descriptor " + std::to_string(index);
-    if (raw.flags & kDescriptorIndirect) return fail(where + " is itself indirect (nested table)");
+    auto where = [index] { return "indirect descriptor " + std::to_string(index); };
+    if (raw.flags & kDescriptorIndirect)
+      return fail(where() + " is itself indirect (nested table)");
     const Descriptor descriptor{raw.address, raw.length, (raw.flags & kDescriptorWrite) != 0};
-    if (!add_descriptor(descriptor, where, chain, seen_writable)) return false;
+    if (!add_descriptor(descriptor, true, index, chain, seen_writable)) return false;
     if (!(raw.flags & kDescriptorNext)) return true;
     if (raw.next >= entries) {
-      return fail(where + ": next index " + std::to_string(raw.next) + " >= table size " +
+      return fail(where() + ": next index " + std::to_string(raw.next) + " >= table size " +
                   std::to_string(entries));
     }
     index = raw.next;
   }
 }
 
-bool Queue::add_descriptor(const Descriptor& descriptor, const std::string& where,
+bool Queue::add_descriptor(const Descriptor& descriptor, bool indirect, uint32_t index,
                            DescriptorChain& chain, bool& seen_writable) {
   if (descriptor.length == 0) return true;  // Allowed, and carries nothing.
-  const std::string range = hex(descriptor.address) + "+" + hex(descriptor.length);
+  // Messages are built only on failure: this runs for every descriptor of every request.
+  auto where = [&] {
+    return std::string(indirect ? "indirect descriptor " : "descriptor ") + std::to_string(index) +
+           ": buffer " + hex(descriptor.address) + "+" + hex(descriptor.length);
+  };
   if (descriptor.address > std::numeric_limits<uint64_t>::max() - descriptor.length) {
-    return fail(where + ": buffer " + range + " overflows the address space");
+    return fail(where() + " overflows the address space");
   }
   if (!memory_->slice(descriptor.address, descriptor.length)) {
-    return fail(where + ": buffer " + range + " is not inside one guest memory region");
+    return fail(where() + " is not inside one guest memory region");
   }
   if (descriptor.device_writable) {
     seen_writable = true;
     chain.writable_bytes += descriptor.length;
     if (chain.writable_bytes > kMaxChainBytes) {
-      return fail(where + ": chain has more than 4 GiB of writable buffers");
+      return fail(where() + " makes the chain's writable part larger than 4 GiB");
     }
   } else {
-    if (seen_writable) return fail(where + ": readable buffer after a writable one");
+    if (seen_writable) return fail(where() + " is readable but follows a writable one");
     chain.readable_bytes += descriptor.length;
     if (chain.readable_bytes > kMaxChainBytes) {
-      return fail(where + ": chain has more than 4 GiB of readable buffers");
+      return fail(where() + " makes the chain's readable part larger than 4 GiB");
     }
   }
   chain.descriptors.push_back(descriptor);

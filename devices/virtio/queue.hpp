@@ -1,11 +1,12 @@
-// A virtio 1.2 split virtqueue (§2.7) as the device sees it: the driver's descriptor table, available
-// ring and used ring in guest memory, read and written only through GuestMemory's checked slices.
+// A virtio 1.2 split virtqueue (§2.7) as the device sees it: the driver's descriptor table,
+// available ring and used ring in guest memory, read and written only through GuestMemory's checked
+// slices.
 //
-// Everything here is fed by a possibly hostile guest. pop() validates a whole chain before handing it
-// out: addresses inside guest RAM, lengths that do not overflow, no loops, no chain longer than the
-// queue, readable descriptors before writable ones, indirect tables only when negotiated and well
-// formed, avail index never more than `size` ahead. A violation marks the queue broken: pop() then
-// returns nothing, and the device reports DEVICE_NEEDS_RESET (§2.1.2). Nothing throws.
+// Everything here is fed by a possibly hostile guest. pop() validates a whole chain before handing
+// it out: addresses inside guest RAM, lengths that do not overflow, no loops, no chain longer than
+// the queue, readable descriptors before writable ones, indirect tables only when negotiated and
+// well formed, avail index never more than `size` ahead. A violation marks the queue broken: pop()
+// then returns nothing, and the device reports DEVICE_NEEDS_RESET (§2.1.2). Nothing throws.
 #pragma once
 
 #include <cstddef>
@@ -47,7 +48,8 @@ struct DescriptorChain {
   // Copy out of the readable part starting at `offset` (within the readable bytes); returns bytes
   // copied (short at the end of the readable part). The chain was validated, so this cannot fault.
   size_t read(const GuestMemory& memory, uint64_t offset, std::span<std::byte> out) const;
-  // Copy into the writable part starting at `offset` (within the writable bytes); returns bytes copied.
+  // Copy into the writable part starting at `offset` (within the writable bytes); returns bytes
+  // copied.
   size_t write(const GuestMemory& memory, uint64_t offset, std::span<const std::byte> in) const;
 };
 
@@ -90,7 +92,9 @@ class Queue {
   void enable_notifications();
 
   bool broken() const { return !error_.empty(); }
-  const std::string& error() const { return error_; }  // What the guest did wrong, for one log line.
+  const std::string& error() const {
+    return error_;
+  }  // What the guest did wrong, for one log line.
 
   // Back to the state after device reset (§2.4): configuration cleared, size = max_size.
   void reset();
@@ -101,7 +105,7 @@ class Queue {
   // reads it again so a buffer added meanwhile is not missed. nullopt when broken.
   std::optional<uint16_t> pending_count();
   bool walk(uint16_t head, DescriptorChain& chain);
-  bool add_descriptor(const Descriptor& descriptor, const std::string& where,
+  bool add_descriptor(const Descriptor& descriptor, bool indirect, uint32_t index,
                       DescriptorChain& chain, bool& seen_writable);
   bool walk_indirect(uint64_t address, uint32_t length, DescriptorChain& chain,
                      bool& seen_writable);

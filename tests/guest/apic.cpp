@@ -73,6 +73,7 @@ constexpr uint64_t kWindow = 0x10;
 constexpr uint32_t kVersion = 0x01;
 constexpr uint32_t kRedirectionTable = 0x10;
 constexpr uint32_t kMasked = 1u << 16;
+constexpr uint32_t kActiveLow = 1u << 13;
 
 void write_register(uint64_t base, uint32_t index, uint32_t value) {
     write32(base + kRegisterSelect, index);
@@ -87,10 +88,15 @@ uint32_t read_register(uint64_t base, uint32_t index) {
 }  // namespace
 
 void route_edge(uint64_t base, uint32_t pin, uint8_t vector, uint32_t destination_apic_id) {
+    route_edge_polarity(base, pin, vector, destination_apic_id, false);
+}
+
+void route_edge_polarity(uint64_t base, uint32_t pin, uint8_t vector, uint32_t destination_apic_id, bool active_low) {
     uint32_t low_index = kRedirectionTable + 2 * pin;
     write_register(base, low_index, kMasked);
     write_register(base, low_index + 1, destination_apic_id << 24);
-    write_register(base, low_index, vector);  // fixed, physical, active high, edge, unmasked
+    // fixed, physical, edge, unmasked; active high unless asked
+    write_register(base, low_index, vector | (active_low ? kActiveLow : 0));
 }
 
 void mask(uint64_t base, uint32_t pin) { write_register(base, kRedirectionTable + 2 * pin, kMasked); }

@@ -26,6 +26,8 @@ namespace guest::ioapic {
 
 // Programs a redirection entry: fixed delivery, physical destination, edge, active high, unmasked.
 void route_edge(uint64_t base, uint32_t pin, uint8_t vector, uint32_t destination_apic_id);
+// Same, with the pin's polarity (active low when the firmware's descriptor says so).
+void route_edge_polarity(uint64_t base, uint32_t pin, uint8_t vector, uint32_t destination_apic_id, bool active_low);
 void mask(uint64_t base, uint32_t pin);
 uint32_t pin_count(uint64_t base);
 

@@ -23,6 +23,35 @@ bool cmdline_number(const char* cmdline, const char* key, uint64_t& value) {
     return cmdline_value(cmdline, key, text) && text.to_u64(value);
 }
 
+bool parse_number(Str& text, uint64_t& value) {
+    unsigned base = 10;
+    size_t i = 0;
+    if (text.size > 2 && text.data[0] == '0' && (text.data[1] == 'x' || text.data[1] == 'X')) {
+        base = 16;
+        i = 2;
+    }
+    size_t first_digit = i;
+    uint64_t result = 0;
+    for (; i < text.size; ++i) {
+        char c = text.data[i];
+        unsigned digit;
+        if (c >= '0' && c <= '9') digit = static_cast<unsigned>(c - '0');
+        else if (base == 16 && c >= 'a' && c <= 'f') digit = static_cast<unsigned>(c - 'a' + 10);
+        else if (base == 16 && c >= 'A' && c <= 'F') digit = static_cast<unsigned>(c - 'A' + 10);
+        else break;
+        result = result * base + digit;
+    }
+    if (i == first_digit) return false;
+    value = result;
+    text = Str{text.data + i, text.size - i};
+    return true;
+}
+
+bool cmdline_hex(const char* cmdline, const char* key, uint64_t& value) {
+    Str text;
+    return cmdline_value(cmdline, key, text) && parse_number(text, value) && text.empty();
+}
+
 bool cmdline_flag(const char* cmdline, const char* key) {
     Str text;
     return cmdline_value(cmdline, key, text) && text.equals("1");

@@ -9,6 +9,10 @@ namespace guest {
 bool cmdline_value(const char* cmdline, const char* key, Str& value);
 // A numeric parameter; false if absent or not a number.
 bool cmdline_number(const char* cmdline, const char* key, uint64_t& value);
+// A number written as 0x<hex> or <decimal>; false if absent or not a number.
+bool cmdline_hex(const char* cmdline, const char* key, uint64_t& value);
+// Parses 0x<hex> or <decimal> at the start of `text`, advancing it; false if there are no digits.
+bool parse_number(Str& text, uint64_t& value);
 // True if `key=1` is present.
 bool cmdline_flag(const char* cmdline, const char* key);
 

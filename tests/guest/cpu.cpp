@@ -9,6 +9,7 @@
 extern "C" {
 extern uint8_t gdt[];
 extern const uint8_t exception_stubs[];
+extern const uint8_t irq_virtio_stubs[];
 void io_trap();
 void irq_timer();
 void irq_uart();
@@ -82,6 +83,10 @@ void build_idt() {
     set_gate(VECTOR_IO_TRAP, reinterpret_cast<const void*>(io_trap), kInterruptGateUser);
     set_gate(VECTOR_TIMER, reinterpret_cast<const void*>(irq_timer), kInterruptGateKernel);
     set_gate(VECTOR_UART, reinterpret_cast<const void*>(irq_uart), kInterruptGateKernel);
+    for (int n = 0; n < VIRTIO_VECTOR_COUNT; ++n) {
+        set_gate(static_cast<uint8_t>(VECTOR_VIRTIO_FIRST + n), irq_virtio_stubs + n * VIRTIO_STUB_SIZE,
+                 kInterruptGateKernel);
+    }
     set_gate(VECTOR_SPURIOUS, reinterpret_cast<const void*>(irq_spurious), kInterruptGateKernel);
 }
 

@@ -57,6 +57,11 @@
 #define VECTOR_IO_TRAP 3 /* int3 from CPL3: port I/O service */
 #define VECTOR_TIMER 0x20
 #define VECTOR_UART 0x21
+/* Device interrupts of the virtio drivers (MSI-X and IOAPIC pins): VIRTIO_VECTOR_COUNT vectors from
+ * VECTOR_VIRTIO_FIRST, each with a counting stub (irq_virtio_stubs in traps.S, 16 bytes apart). */
+#define VECTOR_VIRTIO_FIRST 0x30
+#define VIRTIO_VECTOR_COUNT 16
+#define VIRTIO_STUB_SIZE 16
 #define VECTOR_SPURIOUS 0xff
 
 /* Port I/O trap operations: RDI = op, RSI = port, RDX = value, result in RAX. */
@@ -68,6 +73,7 @@
 #define IO_OP_INL 5
 #define IO_OP_PARK 6 /* halt this CPU forever with interrupts off */
 #define IO_OP_CPL0_POPCNT 7 /* popcnt at CPL0: an instruction an emulating KVM lacks (HOSTS.md) */
+#define IO_OP_FLUSH_TLB 8 /* reload CR3: CPL3 code changed the page tables (uncached MMIO mappings) */
 
 /* Fixed platform addresses. */
 #define LAPIC_BASE 0xfee00000

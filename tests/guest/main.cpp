@@ -1,5 +1,6 @@
 // The BSP's checks, run at CPL3 (native speed on the development hosts), in order:
-// boot info, ACPI, memory, LAPIC timer, UART interrupt, SMP, optional UART input; then RESULT and
+// boot info, ACPI, memory, LAPIC timer, UART interrupt, SMP, optional UART input, optional virtio
+// devices (test.virtio=pci|mmio, virtio_checks.hpp); then RESULT and
 // ACPI power-off (or pvpanic with test.panic=1).
 #include "acpi.hpp"
 #include "apic.hpp"
@@ -14,6 +15,7 @@
 #include "smp.hpp"
 #include "timing.hpp"
 #include "uart.hpp"
+#include "virtio_checks.hpp"
 
 extern "C" {
 extern uint8_t __bss_start[];
@@ -210,6 +212,7 @@ extern "C" [[noreturn]] void user_main(uint64_t entry_kind, uint64_t boot_info) 
         if (bits == 8) check_ok("cpl0_popcnt", "value=%u", bits);
         else check_fail("cpl0_popcnt", "popcnt(0xf0f0) gave %u", bits);
     }
+    run_virtio_checks(boot, bsp_apic_id);
     print("ember-test-guest: checks took %lu us\n", elapsed_us(start_tsc));
     finish();
 }

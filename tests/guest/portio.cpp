@@ -18,6 +18,15 @@ bool privileged() { return current_cpl() == 0; }
 
 uint32_t cpl0_popcount(uint32_t value) { return io_trap(IO_OP_CPL0_POPCNT, 0, value); }
 
+void flush_tlb() {
+    if (!privileged()) {
+        io_trap(IO_OP_FLUSH_TLB, 0, 0);
+        return;
+    }
+    uint64_t cr3;
+    asm volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3)::"memory");
+}
+
 uint8_t inb(uint16_t port) {
     if (!privileged()) return static_cast<uint8_t>(io_trap(IO_OP_INB, port, 0));
     uint8_t value;

@@ -18,6 +18,9 @@ void outl(uint16_t port, uint32_t value);
 // Runs popcnt on value at CPL0 (through the trap); an emulating KVM ends the VM there instead.
 uint32_t cpl0_popcount(uint32_t value);
 
+// Reloads CR3 at CPL0 (through the trap) after CPL3 code changed the page tables.
+void flush_tlb();
+
 // Stops the calling CPU for good (cli; hlt at CPL0).
 [[noreturn]] void park_cpu();
 

@@ -3,6 +3,7 @@
  *   exception_stubs: 32 stubs, 16 bytes apart, pushing (error code,) vector -> exception_handler (C++)
  *   io_trap:         int3 gate (DPL3): port I/O on behalf of CPL3 code
  *   irq_timer, irq_uart, irq_spurious: device interrupts
+ *   irq_virtio_stubs: counting stubs for the virtio drivers' MSI-X / IOAPIC vectors
  *   enter_user:      iretq to CPL3 */
 #include "layout.h"
 
@@ -77,8 +78,13 @@ io_trap:
     inl %dx, %eax
     iretq
 7:  cmpl $IO_OP_CPL0_POPCNT, %edi
-    jne 6f
+    jne 8f
     popcntq %rdx, %rax
+    iretq
+8:  cmpl $IO_OP_FLUSH_TLB, %edi
+    jne 6f
+    movq %cr3, %rax
+    movq %rax, %cr3
     iretq
 6:  cli                 /* IO_OP_PARK (and anything unknown): stop this CPU */
     hlt
@@ -125,6 +131,25 @@ irq_uart:
     movl $0, (%rax)
     popq %rdx
     popq %rcx
+    popq %rax
+    iretq
+
+/* Virtio device interrupts (MSI-X messages or IOAPIC pins): VIRTIO_VECTOR_COUNT stubs, VIRTIO_STUB_SIZE
+ * bytes apart, for vectors VECTOR_VIRTIO_FIRST on. Each counts into virtio_irq_counts[n] (virtio.cpp) and
+ * EOIs; the drivers at CPL3 watch the counters. */
+    .balign VIRTIO_STUB_SIZE
+    .globl irq_virtio_stubs
+irq_virtio_stubs:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    .balign VIRTIO_STUB_SIZE
+    pushq %rax
+    movl $\n, %eax
+    jmp irq_virtio_common
+    .endr
+irq_virtio_common:
+    incq virtio_irq_counts(,%rax,8)
+    movl $LAPIC_EOI_ADDRESS, %eax
+    movl $0, (%rax)
     popq %rax
     iretq
 
