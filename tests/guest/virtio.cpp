@@ -129,6 +129,8 @@ bool begin(Device& d, uint64_t wanted, const char*& error) {
 
 void driver_ok(Device& d) {
     set_status(d, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+    // virtio-mmio: a line left high (a configuration change before routing) would never give an edge.
+    if (d.transport == Transport::Mmio) mmio_transport::acknowledge(d);
 }
 
 void fail(Device& d) { set_status(d, static_cast<uint8_t>(status(d) | kStatusFailed)); }
@@ -326,6 +328,7 @@ Wait wait_used(Virtqueue& q, uint64_t timeout_ms) {
             check_irq();
         }
         if (!got_irq && q.poll_waits + 1 >= kMissesBeforePolling) q.polling = true;
+        if (!got_irq && q.device->transport == Transport::Mmio) mmio_transport::acknowledge(*q.device);
     }
     if (got_irq) {
         ++q.irq_waits;

@@ -151,7 +151,9 @@ bool has_used(const Virtqueue& queue);
 // polling the used ring (an interrupt that does not come within a grace period marks the queue as
 // polling). Returns how it ended.
 Wait wait_used(Virtqueue& queue, uint64_t timeout_ms);
-// "irq", "poll" or "irq+poll" for the check lines, from the queue's statistics.
+// For the check lines, from the queue's statistics: "irq" (every wait ended by the queue's interrupt),
+// "poll" (none did: the used ring was polled), "irq+poll" (some of each), "none" (every completion was
+// already in the used ring when the driver looked: no wait; `irqs=` still counts the interrupts).
 const char* wait_summary(const Virtqueue& queue);
 uint16_t free_descriptors(const Virtqueue& queue);
 // Interrupts counted on the queue's vector since it was set up (shared with the device's other queues

@@ -69,7 +69,7 @@ void transmit(Device& d, Virtqueue& tx, uint64_t total) {
     }
     uint64_t time_us = elapsed_us(start);
     print("console_tx bytes=%lu fnv1a=%08x\n", total, hash);
-    check_ok("console_tx", "bytes=%lu fnv1a=%08x chunks=%u wait=%s irqs=%lu notifies=%lu time_us=%lu", total, hash,
+    check_ok("console_tx", "bytes=%lu fnv1a=%08x chunk_bytes=%u wait=%s irqs=%lu notifies=%lu time_us=%lu", total, hash,
              kChunk, wait_summary(tx), interrupts(tx), tx.notifies, time_us);
 }
 

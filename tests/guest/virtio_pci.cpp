@@ -174,7 +174,7 @@ void set_driver_features(Device& d, uint64_t features) {
     write32(d.common + kDriverFeature, static_cast<uint32_t>(features));
     write32(d.common + kDriverFeatureSelect, 1);
     write32(d.common + kDriverFeature, static_cast<uint32_t>(features >> 32));
-    write16(d.common + kConfigMsixVector, kNoMsixVector);
+    write16(d.common + kConfigMsixVector, kNoMsixVector);  // no configuration-change interrupts
 }
 
 uint16_t queue_max(Device& d, uint16_t index) {
