@@ -41,22 +41,21 @@ aml::Bytes pci_host_bridge_device(const PciAcpiConfig& config) {
   if (!below_4g(config.mmio_base, config.mmio_size))
     throw Error("pci acpi: the BAR window must be a non-empty range below 4 GiB");
   const auto mmio_end = static_cast<uint32_t>(config.mmio_base + config.mmio_size - 1);
-  return device("PCI0",
-                {
-                    name("_HID", eisa_id("PNP0A08")),  // PCI Express root bridge,
-                    name("_CID", eisa_id("PNP0A03")),  // compatible with a PCI root bridge.
-                    name("_SEG", integer(0)),
-                    name("_BBN", integer(0)),
-                    name("_UID", integer(0)),
-                    name("_CRS", resource_template({
-                                     word_bus_number(0, config.last_bus),
-                                     io(kConfigPorts, kConfigPorts, 1, kConfigPortCount),
-                                     word_io(0x0000, kConfigPorts - 1),
-                                     word_io(kConfigPorts + kConfigPortCount, 0xffff),
-                                     dword_memory(static_cast<uint32_t>(config.mmio_base),
-                                                  mmio_end, Cacheability::kNonCacheable),
-                                 })),
-                });
+  return device("PCI0", {
+                            name("_HID", eisa_id("PNP0A08")),  // PCI Express root bridge,
+                            name("_CID", eisa_id("PNP0A03")),  // compatible with a PCI root bridge.
+                            name("_SEG", integer(0)),
+                            name("_BBN", integer(0)),
+                            name("_UID", integer(0)),
+                            name("_CRS", resource_template({
+                                             word_bus_number(0, config.last_bus),
+                                             io(kConfigPorts, kConfigPorts, 1, kConfigPortCount),
+                                             word_io(0x0000, kConfigPorts - 1),
+                                             word_io(kConfigPorts + kConfigPortCount, 0xffff),
+                                             dword_memory(static_cast<uint32_t>(config.mmio_base),
+                                                          mmio_end, Cacheability::kNonCacheable),
+                                         })),
+                        });
 }
 
 aml::Bytes pci_ecam_reservation_device(const PciAcpiConfig& config) {
@@ -64,15 +63,15 @@ aml::Bytes pci_ecam_reservation_device(const PciAcpiConfig& config) {
   const uint64_t size = pci_ecam_size(config);
   if (!below_4g(config.ecam_base, size))
     throw Error("pci acpi: the ECAM window must lie below 4 GiB");
-  return device("PRES", {
-                            name("_HID", eisa_id("PNP0C02")),  // Motherboard resources.
-                            name("_UID", string("PCI ECAM")),
-                            name("_CRS", resource_template({
-                                             memory32_fixed(true,
-                                                            static_cast<uint32_t>(config.ecam_base),
-                                                            static_cast<uint32_t>(size)),
-                                         })),
-                        });
+  return device("PRES",
+                {
+                    name("_HID", eisa_id("PNP0C02")),  // Motherboard resources.
+                    name("_UID", string("PCI ECAM")),
+                    name("_CRS", resource_template({
+                                     memory32_fixed(true, static_cast<uint32_t>(config.ecam_base),
+                                                    static_cast<uint32_t>(size)),
+                                 })),
+                });
 }
 
 void add_pci_to_acpi(AcpiConfig& acpi, const PciAcpiConfig& config) {

@@ -1,10 +1,11 @@
 // How the guest finds ember's PCI bus through ACPI: the MCFG table pointing at the ECAM window (PCI
 // Firmware 3.2 §4.1.2), the host bridge Device(PCI0) in the DSDT (PNP0A08, with its bus, I/O and
-// memory windows in _CRS), and a motherboard-resource device (PNP0C02) that reserves the ECAM range;
-// Linux uses MMCONFIG only when that range is reserved by e820 or by such a device.
+// memory windows in _CRS), and a motherboard-resource device (PNP0C02) that reserves the ECAM
+// range; Linux uses MMCONFIG only when that range is reserved by e820 or by such a device.
 //
 //   AcpiConfig acpi;
-//   add_pci_to_acpi(acpi, PciAcpiConfig{});  // MCFG into extra_tables, PCI0 and PRES into extra_devices
+//   add_pci_to_acpi(acpi, PciAcpiConfig{});  // MCFG into extra_tables, PCI0 and PRES into
+//   extra_devices
 #pragma once
 
 #include <cstddef>

@@ -12,7 +12,8 @@ using namespace pci;
 
 namespace {
 // Command bits a driver may set: no I/O BARs here, so I/O space stays hardwired to 0 (§6.2.2).
-constexpr uint16_t kWritableCommand = kCommandMemorySpace | kCommandBusMaster | kCommandInterruptDisable;
+constexpr uint16_t kWritableCommand =
+    kCommandMemorySpace | kCommandBusMaster | kCommandInterruptDisable;
 }  // namespace
 
 PciConfigSpace::PciConfigSpace(const PciIdentity& identity) {

@@ -92,8 +92,8 @@ class PciConfigSpace {
   // Set-up (throws Error): a memory BAR at `index` (a 64-bit BAR also takes index + 1).
   void add_memory_bar(const PciBarDefinition& bar);
   // Appends a capability after the previous one (dword aligned, from 0x40) and links it in. `body`
-  // is everything after the ID and next-pointer bytes; `writable` (empty, or as long as body) is the
-  // write mask of those bytes. Returns the capability's offset.
+  // is everything after the ID and next-pointer bytes; `writable` (empty, or as long as body) is
+  // the write mask of those bytes. Returns the capability's offset.
   uint16_t add_capability(uint8_t id, std::span<const uint8_t> body,
                           std::span<const uint8_t> writable = {});
   // Firmware-like placement: programs a BAR (address naturally aligned).

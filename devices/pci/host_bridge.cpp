@@ -24,7 +24,9 @@ void PciHostBridge::config_write(uint16_t offset, std::span<const uint8_t> data)
   config_.write(offset, data);
 }
 
-void PciHostBridge::assign_bar(uint8_t, uint64_t) { throw Error("pci host bridge: has no BARs"); }
+void PciHostBridge::assign_bar(uint8_t, uint64_t) {
+  throw Error("pci host bridge: has no BARs");
+}
 
 void PciHostBridge::enable_memory_decoding() {
   std::lock_guard lock(mutex_);

@@ -13,12 +13,14 @@ namespace {
 
 uint64_t load_le(std::span<const uint8_t> data) {
   uint64_t value = 0;
-  for (size_t i = 0; i < data.size() && i < 8; ++i) value |= static_cast<uint64_t>(data[i]) << (8 * i);
+  for (size_t i = 0; i < data.size() && i < 8; ++i)
+    value |= static_cast<uint64_t>(data[i]) << (8 * i);
   return value;
 }
 
 void store_le(std::span<uint8_t> data, uint64_t value) {
-  for (size_t i = 0; i < data.size(); ++i) data[i] = i < 8 ? static_cast<uint8_t>(value >> (8 * i)) : 0;
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = i < 8 ? static_cast<uint8_t>(value >> (8 * i)) : 0;
 }
 
 // DWORD or QWORD, naturally aligned (§6.8.2: other accesses are undefined; we ignore them).
@@ -43,11 +45,11 @@ uint16_t MsixTable::add_capability(PciConfigSpace& config, uint8_t bar, uint32_t
   const uint32_t table = table_offset | bar;
   const uint32_t pba = pba_offset | bar;
   const std::array<uint8_t, 10> body{
-      static_cast<uint8_t>(control), static_cast<uint8_t>(control >> 8),
-      static_cast<uint8_t>(table), static_cast<uint8_t>(table >> 8),
+      static_cast<uint8_t>(control),     static_cast<uint8_t>(control >> 8),
+      static_cast<uint8_t>(table),       static_cast<uint8_t>(table >> 8),
       static_cast<uint8_t>(table >> 16), static_cast<uint8_t>(table >> 24),
-      static_cast<uint8_t>(pba), static_cast<uint8_t>(pba >> 8),
-      static_cast<uint8_t>(pba >> 16), static_cast<uint8_t>(pba >> 24)};
+      static_cast<uint8_t>(pba),         static_cast<uint8_t>(pba >> 8),
+      static_cast<uint8_t>(pba >> 16),   static_cast<uint8_t>(pba >> 24)};
   // Only MSI-X Enable and Function Mask are writable.
   const std::array<uint8_t, 10> writable{0, (kMsixControlEnable | kMsixControlFunctionMask) >> 8};
   capability_ = config.add_capability(kCapabilityMsix, body, writable);
@@ -106,10 +108,14 @@ bool MsixTable::signal(uint16_t vector) {
 uint32_t MsixTable::read_dword(uint64_t offset) const {
   const Entry& entry = entries_[offset / kMsixEntrySize];
   switch (offset % kMsixEntrySize) {
-    case kMsixEntryAddressLow: return static_cast<uint32_t>(entry.address);
-    case kMsixEntryAddressHigh: return static_cast<uint32_t>(entry.address >> 32);
-    case kMsixEntryData: return entry.data;
-    default: return entry.control;
+    case kMsixEntryAddressLow:
+      return static_cast<uint32_t>(entry.address);
+    case kMsixEntryAddressHigh:
+      return static_cast<uint32_t>(entry.address >> 32);
+    case kMsixEntryData:
+      return entry.data;
+    default:
+      return entry.control;
   }
 }
 
@@ -123,8 +129,12 @@ void MsixTable::write_dword(uint64_t offset, uint32_t value) {
     case kMsixEntryAddressHigh:
       entry.address = (entry.address & 0xffffffffull) | static_cast<uint64_t>(value) << 32;
       break;
-    case kMsixEntryData: entry.data = value; break;
-    default: entry.control = value & kMsixVectorMasked; break;  // Other bits are reserved.
+    case kMsixEntryData:
+      entry.data = value;
+      break;
+    default:
+      entry.control = value & kMsixVectorMasked;
+      break;  // Other bits are reserved.
   }
   sync(vector);
 }

@@ -3,8 +3,8 @@
 // delivery rules: a vector fires only while MSI-X is enabled and neither the function nor the entry
 // is masked; a vector signalled while masked sets its pending bit and fires when unmasked.
 //
-// Thread-safe: table accesses come from vCPU threads, signal() from the I/O thread. The lock is held
-// while calling the MsiSink, which therefore must not call back in.
+// Thread-safe: table accesses come from vCPU threads, signal() from the I/O thread. The lock is
+// held while calling the MsiSink, which therefore must not call back in.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +43,8 @@ class MsixTable {
   // Throws Error for 0 or more than 2048 vectors, or a null sink.
   MsixTable(uint16_t vector_count, std::shared_ptr<MsiSink> sink);
 
-  // Set-up: appends the MSI-X capability to `config`, with the table at `table_offset` and the PBA at
-  // `pba_offset` of BAR `bar` (both 8-byte aligned). Returns the capability's offset.
+  // Set-up: appends the MSI-X capability to `config`, with the table at `table_offset` and the PBA
+  // at `pba_offset` of BAR `bar` (both 8-byte aligned). Returns the capability's offset.
   uint16_t add_capability(PciConfigSpace& config, uint8_t bar, uint32_t table_offset,
                           uint32_t pba_offset);
   // After every configuration write: takes MSI-X Enable and Function Mask from Message Control.
@@ -83,7 +83,7 @@ class MsixTable {
 
   // Lock held: tells the sink about a changed message and delivers a pending vector once unmasked.
   void sync(uint16_t vector);
-  uint32_t read_dword(uint64_t offset) const;  // Lock held.
+  uint32_t read_dword(uint64_t offset) const;         // Lock held.
   void write_dword(uint64_t offset, uint32_t value);  // Lock held.
 
   const std::shared_ptr<MsiSink> sink_;

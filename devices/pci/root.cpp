@@ -11,11 +11,14 @@ using namespace pci;
 
 namespace {
 
-void fill_ones(std::span<uint8_t> data) { std::fill(data.begin(), data.end(), uint8_t{0xff}); }
+void fill_ones(std::span<uint8_t> data) {
+  std::fill(data.begin(), data.end(), uint8_t{0xff});
+}
 
 uint32_t load_u32(std::span<const uint8_t> data) {
   uint32_t value = 0;
-  for (size_t i = 0; i < data.size() && i < 4; ++i) value |= static_cast<uint32_t>(data[i]) << (8 * i);
+  for (size_t i = 0; i < data.size() && i < 4; ++i)
+    value |= static_cast<uint32_t>(data[i]) << (8 * i);
   return value;
 }
 
@@ -27,8 +30,7 @@ bool touches(uint16_t offset, size_t size, uint16_t begin, uint16_t end) {
 
 PciRoot::PciRoot(uint64_t mmio_base, uint64_t mmio_size)
     : mmio_base_(mmio_base), mmio_size_(mmio_size), next_bar_address_(mmio_base) {
-  if (mmio_size == 0 || mmio_base + mmio_size < mmio_base)
-    throw Error("pci: invalid BAR window");
+  if (mmio_size == 0 || mmio_base + mmio_size < mmio_base) throw Error("pci: invalid BAR window");
   functions_[0] = std::make_shared<PciHostBridge>();
 }
 
@@ -63,8 +65,8 @@ std::shared_ptr<PciFunction> PciRoot::function(uint8_t device) const {
   return device < kDevicesPerBus ? functions_[device] : nullptr;
 }
 
-PciFunction* PciRoot::config_target(uint8_t bus, uint8_t device, uint8_t function,
-                                    uint16_t offset, size_t size) const {
+PciFunction* PciRoot::config_target(uint8_t bus, uint8_t device, uint8_t function, uint16_t offset,
+                                    size_t size) const {
   if (bus != 0 || device >= kDevicesPerBus || function != 0) return nullptr;
   if (size == 0 || size > 4 || offset + size > kConfigSpaceSize) return nullptr;
   return functions_[device].get();

@@ -1,19 +1,21 @@
-// ember's PCI root complex: one bus (bus 0, segment 0) with the host bridge at device 0 and up to 31
-// single-function devices, reached three ways, each a BusDevice the machine inserts once:
+// ember's PCI root complex: one bus (bus 0, segment 0) with the host bridge at device 0 and up to
+// 31 single-function devices, reached three ways, each a BusDevice the machine inserts once:
 //
 //   PciConfigIo   configuration mechanism #1 (PCI Local Bus 3.0 §3.2.2.3.2): CONFIG_ADDRESS at
 //                 port 0xcf8 (DWORD only), CONFIG_DATA at 0xcfc-0xcff (byte, word, dword).
 //   PciEcam       the enhanced configuration access mechanism (PCI Express Base §7.2.2), 4 KiB per
 //                 function; buses other than 0 read all ones.
-//   PciMmioWindow the whole 32-bit BAR window as one bus range. An access goes to the function whose
-//                 BAR, as the guest programmed it and with memory space enabled, contains it, so the
-//                 guest may move BARs while the machine's buses stay fixed after set-up.
+//   PciMmioWindow the whole 32-bit BAR window as one bus range. An access goes to the function
+//   whose
+//                 BAR, as the guest programmed it and with memory space enabled, contains it, so
+//                 the guest may move BARs while the machine's buses stay fixed after set-up.
 //
 //   auto pci = std::make_shared<PciRoot>(layout::kPciMmioBase, layout::kPciMmioSize);
 //   pci->add(transport);
-//   pio.insert(layout::kPciConfigPort, layout::kPciConfigPortCount, std::make_shared<PciConfigIo>(pci));
-//   mmio.insert(layout::kPciEcamBase, layout::kPciEcamSize, std::make_shared<PciEcam>(pci));
-//   mmio.insert(layout::kPciMmioBase, layout::kPciMmioSize, std::make_shared<PciMmioWindow>(pci));
+//   pio.insert(layout::kPciConfigPort, layout::kPciConfigPortCount,
+//   std::make_shared<PciConfigIo>(pci)); mmio.insert(layout::kPciEcamBase, layout::kPciEcamSize,
+//   std::make_shared<PciEcam>(pci)); mmio.insert(layout::kPciMmioBase, layout::kPciMmioSize,
+//   std::make_shared<PciMmioWindow>(pci));
 //
 // Threads: add() at set-up only; everything else from any vCPU thread. Configuration writes are
 // serialized (they may move BARs); BAR accesses look their function up under a shared lock and
@@ -46,18 +48,20 @@ inline constexpr uint64_t kEcamDeviceShift = 15;
 inline constexpr uint64_t kEcamFunctionShift = 12;
 
 // Requester ID of function 0 of `device` on bus 0 (what MSI messages carry).
-constexpr uint16_t requester_id(uint8_t device) { return static_cast<uint16_t>(device << 3); }
+constexpr uint16_t requester_id(uint8_t device) {
+  return static_cast<uint16_t>(device << 3);
+}
 }  // namespace pci
 
 class PciRoot {
  public:
-  // BARs are placed in, and only decoded inside, [mmio_base, mmio_base + mmio_size). Throws Error for
-  // an empty or wrapping window. Device 0 is the host bridge.
+  // BARs are placed in, and only decoded inside, [mmio_base, mmio_base + mmio_size). Throws Error
+  // for an empty or wrapping window. Device 0 is the host bridge.
   PciRoot(uint64_t mmio_base, uint64_t mmio_size);
 
   // Set-up: puts `function` at the next free device number (1..31), tells it its requester ID,
-  // places each of its BARs naturally aligned in the window and enables memory decoding. Returns the
-  // device number. Throws Error when the bus or the window is full.
+  // places each of its BARs naturally aligned in the window and enables memory decoding. Returns
+  // the device number. Throws Error when the bus or the window is full.
   uint8_t add(std::shared_ptr<PciFunction> function);
 
   // Configuration accesses (1-4 bytes); nothing there reads as all ones, writes are dropped.

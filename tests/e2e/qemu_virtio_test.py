@@ -18,19 +18,18 @@ usage: qemu_virtio_test.py ember-test-guest.elf
 Builds nothing; run as root (/dev/kvm, network namespaces, tap). A missing QEMU is a failure, not a skip.
 """
 import argparse
-import json
 import os
-import re
-import select
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from virtio_host import (GUEST_IP, HOST_IP, WRITE_BYTES, WRITE_OFFSET, console_pattern, delete_namespace,
+                         disk_pattern, fnv1a, guest_write_pattern, net_problems, run_net_helper)
+import virtio_host
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT_S = 120
@@ -42,124 +41,13 @@ CONSOLE_RX_BYTES = 4096  # fits a pipe: a virtconsole drops what its chardev can
 CONSOLE_INPUT = "hello-virtio-console"
 NAMESPACE = "ember-qvt-%d" % os.getpid()
 TAP = "qvt0"
-HOST_IP = "10.0.2.1"
-GUEST_IP = "10.0.2.2"
-PINGS = 3
-UDP_TO_GUEST = 200
 TX_MB = 2
-PAYLOAD = 1400
-WRITE_OFFSET = 2048 * 512
-WRITE_BYTES = 1 << 20
 
 
 def host_kind():
     if os.path.isdir("/sys/module/kvm_pvm"):
         return "emulating KVM (kvm_pvm)"
     return "hardware KVM"
-
-
-# --- patterns (tests/guest/virtio_*.hpp) -------------------------------------------------------------------
-def disk_pattern(size, seed):
-    """byte i = (i * 131 + i / 4096 + seed) & 0xff; i * 131 mod 256 repeats every 4 KiB block."""
-    base = bytes((i * 131) & 0xff for i in range(4096))
-    out = bytearray()
-    for block in range(size // 4096):
-        shift = (block + seed) & 0xff
-        out += base.translate(bytes((x + shift) & 0xff for x in range(256)))
-    return bytes(out)
-
-
-def guest_write_pattern(size):
-    return bytes((i * 71 + 3) & 0xff for i in range(size))
-
-
-def console_pattern(size):
-    return bytes((i * 13 + 5) & 0xff for i in range(size))
-
-
-def udp_payload(k, length):
-    return bytes((k + j) & 0xff for j in range(length))
-
-
-def fnv1a(data):
-    h = 0x811c9dc5
-    for b in data:
-        h = ((h ^ b) * 0x01000193) & 0xffffffff
-    return h
-
-
-# --- the network helper, run inside the namespace ------------------------------------------------------------
-def icmp_checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-
-
-def net_helper(expect_bytes):
-    """Pings the guest, sends it UDP datagrams, says "done", receives its datagrams; prints JSON."""
-    result = {"ping_replies": 0, "ping_rtt_ms": [], "udp_sent": 0, "udp_sent_bytes": 0,
-              "udp_received": 0, "udp_received_bytes": 0, "udp_bad": 0, "udp_sources": []}
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        receiver.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root)
-    except OSError:
-        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    receiver.bind((HOST_IP, 7778))
-
-    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    ident = os.getpid() & 0xffff
-    for seq in range(1, PINGS + 1):
-        body = b"ember-qvt" + bytes(range(47))
-        header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-        packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + body), ident, seq) + body
-        start = time.monotonic()
-        icmp.sendto(packet, (GUEST_IP, 0))
-        deadline = start + 2.0
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([icmp], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            data, address = icmp.recvfrom(2048)
-            ihl = (data[0] & 0xf) * 4
-            kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-            if address[0] == GUEST_IP and kind == 0 and rid == ident and rseq == seq and data[ihl + 8:] == body:
-                result["ping_replies"] += 1
-                result["ping_rtt_ms"].append(round((time.monotonic() - start) * 1000, 3))
-                break
-        time.sleep(0.1)
-
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind((HOST_IP, 0))
-    for k in range(UDP_TO_GUEST):
-        length = 1 + (k * 37) % PAYLOAD
-        sender.sendto(udp_payload(k, length), (GUEST_IP, 7779))
-        result["udp_sent"] += 1
-        result["udp_sent_bytes"] += length
-        if k % 32 == 31:
-            time.sleep(0.01)  # the guest has 256 receive buffers; QEMU holds the rest in the tap queue
-    time.sleep(0.3)
-    sender.sendto(b"done", (GUEST_IP, 7777))
-
-    # The guest's datagrams: k counts them in order; the payload tells its k (byte 0 = k & 0xff).
-    receiver.settimeout(5.0 if expect_bytes else 0.5)
-    k = 0
-    while result["udp_received_bytes"] < expect_bytes:
-        try:
-            data, address = receiver.recvfrom(65536)
-        except socket.timeout:
-            break
-        if address[0] != GUEST_IP:
-            continue
-        if data != udp_payload(k, len(data)):
-            result["udp_bad"] += 1
-        result["udp_received"] += 1
-        result["udp_received_bytes"] += len(data)
-        k += 1
-        receiver.settimeout(3.0)
-    print(json.dumps(result), flush=True)
 
 
 # --- running QEMU ---------------------------------------------------------------------------------------------
@@ -298,13 +186,9 @@ def run_case(case, elf, top_workdir, results):
                 problems.append("guest never said `console ready-for-input`")
         if case.net:
             if guest.wait_for("ember-test-guest: net ready", 90):
-                helper = subprocess.run(
-                    ["ip", "netns", "exec", NAMESPACE, sys.executable, os.path.abspath(__file__), "--net-helper",
-                     str(TX_MB << 20)], capture_output=True, text=True, timeout=60)
-                try:
-                    net_result = json.loads(helper.stdout.strip().splitlines()[-1])
-                except (ValueError, IndexError):
-                    problems.append("network helper failed: %s %s" % (helper.stdout, helper.stderr))
+                net_result, problem = run_net_helper(NAMESPACE, TX_MB << 20, 60)
+                if problem:
+                    problems.append(problem)
             else:
                 problems.append("guest never said `net ready`")
         code, seconds = guest.finish(BOOT_TIMEOUT_S)
@@ -371,54 +255,20 @@ def run_case(case, elf, top_workdir, results):
 
     # Network: ping replies, datagrams both ways.
     if case.net and net_result is not None:
-        if net_result["ping_replies"] != PINGS:
-            problems.append("ping: %d of %d replies" % (net_result["ping_replies"], PINGS))
-        rx_line = "net_rx datagrams=%d bytes=%d bad=0" % (net_result["udp_sent"], net_result["udp_sent_bytes"])
-        if rx_line not in lines:
-            got = [l for l in lines if l.startswith("net_rx ")]
-            problems.append("expected `%s`, guest said %s" % (rx_line, got))
-        tx_match = [re.match(r"net_tx datagrams=(\d+) bytes=(\d+)$", l) for l in lines]
-        tx_match = [m for m in tx_match if m]
-        if not tx_match:
-            problems.append("no net_tx line")
-        else:
-            datagrams, sent = int(tx_match[0].group(1)), int(tx_match[0].group(2))
-            if sent != TX_MB << 20:
-                problems.append("guest sent %d bytes, expected %d" % (sent, TX_MB << 20))
-            if net_result["udp_received"] != datagrams or net_result["udp_received_bytes"] != sent:
-                problems.append("host received %d datagrams / %d bytes of the guest's %d / %d" % (
-                    net_result["udp_received"], net_result["udp_received_bytes"], datagrams, sent))
-            if net_result["udp_bad"]:
-                problems.append("host: %d datagrams with a wrong payload" % net_result["udp_bad"])
-        if not any(l.startswith("CHECK net ok") and "done=1" in l for l in lines):
-            problems.append("guest did not see the `done` datagram")
+        problems += net_problems(lines, net_result, TX_MB << 20)
     return problems
 
 
 def setup_namespace():
-    commands = [["ip", "netns", "add", NAMESPACE],
-                ["ip", "netns", "exec", NAMESPACE, "ip", "link", "set", "lo", "up"],
-                ["ip", "netns", "exec", NAMESPACE, "ip", "tuntap", "add", "dev", TAP, "mode", "tap"],
-                ["ip", "netns", "exec", NAMESPACE, "ip", "addr", "add", HOST_IP + "/24", "dev", TAP],
-                ["ip", "netns", "exec", NAMESPACE, "ip", "link", "set", TAP, "up"]]
-    for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            return "%s: %s" % (" ".join(command), result.stderr.strip())
-    return None
+    return virtio_host.setup_namespace(NAMESPACE, TAP)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("elf", nargs="?", default=os.environ.get("EMBER_TEST_GUEST_ELF"))
-    parser.add_argument("--net-helper", type=int, metavar="EXPECT_BYTES", help=argparse.SUPPRESS)
     parser.add_argument("--case", action="append", help="run only these cases (by name)")
     parser.add_argument("--keep-output", action="store_true", help="print every guest line")
     options = parser.parse_args()
-    if options.net_helper is not None:
-        net_helper(options.net_helper)
-        return 0
-
     print("tier 2 (ember test guest virtio drivers) under QEMU on %s" % host_kind(), flush=True)
     passed = failed = 0
     if shutil.which(QEMU) is None:
@@ -476,7 +326,7 @@ def main():
             else:
                 passed += 1
     finally:
-        subprocess.run(["ip", "netns", "delete", NAMESPACE], capture_output=True)
+        delete_namespace(NAMESPACE)
         shutil.rmtree(workdir, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0

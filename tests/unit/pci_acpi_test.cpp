@@ -22,7 +22,8 @@ namespace {
 
 uint64_t le(std::span<const std::byte> bytes, size_t offset, size_t size) {
   uint64_t value = 0;
-  for (size_t i = 0; i < size; ++i) value |= std::to_integer<uint64_t>(bytes[offset + i]) << (8 * i);
+  for (size_t i = 0; i < size; ++i)
+    value |= std::to_integer<uint64_t>(bytes[offset + i]) << (8 * i);
   return value;
 }
 
@@ -85,7 +86,8 @@ class PciAcpiIasl : public ::testing::Test {
   void SetUp() override {
     ASSERT_EQ(std::system("command -v iasl >/dev/null 2>&1"), 0)
         << "iasl not found: install acpica-tools (apt-get install acpica-tools)";
-    std::string pattern = (std::filesystem::temp_directory_path() / "ember-pci-acpi-XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "ember-pci-acpi-XXXXXX").string();
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
     dir_ = pattern;
   }
@@ -105,7 +107,8 @@ class PciAcpiIasl : public ::testing::Test {
   std::string disassemble(const std::string& name, std::span<const std::byte> bytes) {
     {
       std::ofstream file(dir_ / (name + ".dat"), std::ios::binary);
-      file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+      file.write(reinterpret_cast<const char*>(bytes.data()),
+                 static_cast<std::streamsize>(bytes.size()));
     }
     const auto [status, output] = iasl("-d " + name + ".dat");
     EXPECT_EQ(status, 0) << output;

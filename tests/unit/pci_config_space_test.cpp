@@ -1,10 +1,9 @@
-#include "devices/pci/config_space.hpp"
-
 #include <gtest/gtest.h>
 
 #include <array>
 #include <vector>
 
+#include "devices/pci/config_space.hpp"
 #include "vmm/error.hpp"
 
 namespace ember {

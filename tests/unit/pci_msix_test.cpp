@@ -1,11 +1,10 @@
-#include "devices/pci/msix.hpp"
-
 #include <gtest/gtest.h>
 
 #include <array>
 #include <memory>
 #include <vector>
 
+#include "devices/pci/msix.hpp"
 #include "vmm/error.hpp"
 
 namespace ember {
@@ -50,7 +49,8 @@ class MsixTest : public ::testing::Test {
   }
 
   void set_control(uint16_t value) {
-    const std::array<uint8_t, 2> bytes{static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8)};
+    const std::array<uint8_t, 2> bytes{static_cast<uint8_t>(value),
+                                       static_cast<uint8_t>(value >> 8)};
     config.write(capability + 2, bytes);
     table.update_from_config(config);
   }
@@ -159,15 +159,15 @@ TEST_F(MsixTest, FunctionMaskHoldsEveryVector) {
 TEST_F(MsixTest, OddAccessesAreIgnored) {
   program(0, 0xfee00000, 0x40, false);
   const std::array<uint8_t, 2> word{0xff, 0xff};
-  table.table_write(8, word);                          // WORD: ignored.
-  table.table_write(9, std::span(word).first(1));      // Byte: ignored.
+  table.table_write(8, word);                      // WORD: ignored.
+  table.table_write(9, std::span(word).first(1));  // Byte: ignored.
   EXPECT_EQ(table_read(8, 4), 0x40u);
-  EXPECT_EQ(table_read(8, 2), 0u);                     // WORD read: zeros.
-  EXPECT_EQ(table_read(4, 8), 0u);                     // Misaligned QWORD: zeros.
-  table_write32(48, 0x1234);                           // Past the table.
+  EXPECT_EQ(table_read(8, 2), 0u);  // WORD read: zeros.
+  EXPECT_EQ(table_read(4, 8), 0u);  // Misaligned QWORD: zeros.
+  table_write32(48, 0x1234);        // Past the table.
   EXPECT_EQ(table_read(48, 4), 0u);
   std::array<uint8_t, 8> bytes{};
-  table.pba_read(8, bytes);                            // Past the PBA.
+  table.pba_read(8, bytes);  // Past the PBA.
   table.pba_read(2, std::span(bytes).first(2));
 }
 

@@ -1,5 +1,3 @@
-#include "devices/pci/root.hpp"
-
 #include <gtest/gtest.h>
 
 #include <array>
@@ -7,6 +5,7 @@
 #include <mutex>
 #include <vector>
 
+#include "devices/pci/root.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/error.hpp"
 
@@ -48,7 +47,8 @@ class TestFunction : public PciFunction {
   }
   void bar_read(uint8_t index, uint64_t offset, std::span<uint8_t> data) override {
     for (size_t i = 0; i < data.size(); ++i)
-      data[i] = i == 0 ? static_cast<uint8_t>(0xb0 | index) : static_cast<uint8_t>(offset >> (8 * (i - 1)));
+      data[i] = i == 0 ? static_cast<uint8_t>(0xb0 | index)
+                       : static_cast<uint8_t>(offset >> (8 * (i - 1)));
   }
   void bar_write(uint8_t index, uint64_t offset, std::span<const uint8_t> data) override {
     writes.push_back({index, offset, data.size()});
@@ -142,8 +142,8 @@ TEST_F(PciRootTest, MechanismOneReadsIdsOfTheHostBridgeAndTheFunction) {
   EXPECT_EQ(cf8_read(device, 0x00, 2), 0x1234u);
   EXPECT_EQ(cf8_read(device, 0x02, 2), 0xabcdu);
   EXPECT_EQ(cf8_read(device, 0x03, 1), 0xabu);
-  EXPECT_EQ(cf8_read(device, 0x0b, 1), 0xffu);  // Class 0xff.
-  EXPECT_EQ(cf8_read(2, 0x00, 4), 0xffffffffu);     // Empty slot.
+  EXPECT_EQ(cf8_read(device, 0x0b, 1), 0xffu);           // Class 0xff.
+  EXPECT_EQ(cf8_read(2, 0x00, 4), 0xffffffffu);          // Empty slot.
   EXPECT_EQ(cf8_read(device, 0x00, 4, 1), 0xffffffffu);  // Bus 1.
   // Function 1 of a single-function device is absent.
   bus_write(pio, kConfigPort, config_address(0, device, 1, 0), 4);

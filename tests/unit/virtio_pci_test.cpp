@@ -1,5 +1,3 @@
-#include "devices/virtio/pci_transport.hpp"
-
 #include <gtest/gtest.h>
 
 #include <array>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "devices/pci/root.hpp"
+#include "devices/virtio/pci_transport.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/error.hpp"
 
@@ -146,7 +145,8 @@ class VirtioPciTest : public ::testing::Test {
       : memory({{0, 1 << 20}}),
         sink(std::make_shared<RecordingSink>()),
         transport(std::make_shared<VirtioPciTransport>(std::make_unique<FakeDevice>(), memory, loop,
-                                                       sink, [this](uint16_t queue) {
+                                                       sink,
+                                                       [this](uint16_t queue) {
                                                          notified.push_back(queue);
                                                          transport->notify(queue);
                                                        })),
@@ -187,8 +187,9 @@ class VirtioPciTest : public ::testing::Test {
     std::vector<VendorCap> found;
     for (uint16_t at = cfg(0x34, 1); at != 0 && found.size() < 48; at = cfg(at + 1, 1)) {
       if (cfg(at, 1) != 0x09) continue;
-      found.push_back({at, static_cast<uint8_t>(cfg(at + 2, 1)), static_cast<uint8_t>(cfg(at + 3, 1)),
-                       static_cast<uint8_t>(cfg(at + 4, 1)), static_cast<uint32_t>(cfg(at + 8, 4)),
+      found.push_back({at, static_cast<uint8_t>(cfg(at + 2, 1)),
+                       static_cast<uint8_t>(cfg(at + 3, 1)), static_cast<uint8_t>(cfg(at + 4, 1)),
+                       static_cast<uint32_t>(cfg(at + 8, 4)),
                        static_cast<uint32_t>(cfg(at + 12, 4))});
     }
     return found;
@@ -236,7 +237,8 @@ class VirtioPciTest : public ::testing::Test {
     set_status(kBeforeDriverOk | kStatusDriverOk);
     return status();
   }
-  // §4.1.4.4: cap.offset + queue_notify_off * notify_off_multiplier; Linux writes the index, 16 bits.
+  // §4.1.4.4: cap.offset + queue_notify_off * notify_off_multiplier; Linux writes the index, 16
+  // bits.
   void notify(uint16_t queue) {
     common_write(kCommonQueueSelect, queue, 2);
     const uint64_t notify_off = common(kCommonQueueNotifyOff, 2);
@@ -324,7 +326,8 @@ TEST_F(VirtioPciTest, CapabilitiesDescribeEveryRegion) {
   for (const auto& [a_type, a] : caps) {
     for (const auto& [b_type, b] : caps) {
       if (a_type < b_type && a_type != 5 && b_type != 5) {
-        EXPECT_TRUE(a.offset + a.region_length <= b.offset || b.offset + b.region_length <= a.offset);
+        EXPECT_TRUE(a.offset + a.region_length <= b.offset ||
+                    b.offset + b.region_length <= a.offset);
       }
     }
   }
@@ -339,8 +342,9 @@ TEST_F(VirtioPciTest, CapabilitiesDescribeEveryRegion) {
 
 TEST_F(VirtioPciTest, FeaturesAreOfferedInTwoWords) {
   common_write(kCommonDeviceFeatureSelect, 0, 4);
-  EXPECT_EQ(common(kCommonDeviceFeature, 4),
-            static_cast<uint32_t>(kDeviceOwnFeature | kFeatureEventIndex | kFeatureIndirectDescriptors));
+  EXPECT_EQ(
+      common(kCommonDeviceFeature, 4),
+      static_cast<uint32_t>(kDeviceOwnFeature | kFeatureEventIndex | kFeatureIndirectDescriptors));
   common_write(kCommonDeviceFeatureSelect, 1, 4);
   EXPECT_EQ(common(kCommonDeviceFeature, 4), 1u);  // VERSION_1.
   common_write(kCommonDeviceFeatureSelect, 2, 4);
