@@ -189,8 +189,10 @@ int run_cli(int argc, char** argv) {
   boot->add_option("--console", console,
                    "serial (COM1, ttyS0) or virtio (hvc0 gets input; COM1 keeps early output)")
       ->check(CLI::IsMember({"serial", "virtio"}));
-  boot->add_option("--transport", transport, "virtio transport: pci (default) or mmio")
-      ->check(CLI::IsMember({"pci", "mmio"}));
+  boot->add_option("--transport", transport,
+                   "virtio transport: pci (default), mmio (described in ACPI) or mmio-cmdline "
+                   "(virtio_mmio.device= appended to the kernel command line)")
+      ->check(CLI::IsMember({"pci", "mmio", "mmio-cmdline"}));
   bool no_rng = false;
   boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
 
@@ -238,7 +240,9 @@ int run_cli(int argc, char** argv) {
       config.nets.push_back(*net);
     }
     config.console = console == "virtio" ? ConsoleKind::kVirtio : ConsoleKind::kSerial;
-    config.transport = transport == "mmio" ? Transport::kMmio : Transport::kPci;
+    config.transport = transport == "mmio"           ? Transport::kMmio
+                       : transport == "mmio-cmdline" ? Transport::kMmioCommandLine
+                                                     : Transport::kPci;
     config.entropy = !no_rng;
     Machine machine(config);
     return exit_status(machine.run());

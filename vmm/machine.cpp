@@ -176,7 +176,7 @@ void Machine::load_guest() {
   spec.kernel = kernel_;
   spec.initrd_path = config_.initrd_path;
   spec.initrd = initrd_;
-  spec.cmdline = config_.cmdline;
+  spec.cmdline = config_.cmdline + virtio_->command_line_additions();
   spec.rsdp_address = acpi.rsdp_address;
   const auto boot_info = boot::load_kernel(*memory_, spec);
   kernel_ = {};  // Copied into guest memory; the host copy is no longer needed.

@@ -27,7 +27,9 @@ struct NetConfig {
   std::optional<std::array<uint8_t, 6>> mac;  // Default: derived from the tap name.
 };
 
-enum class Transport { kPci, kMmio };
+// virtio transport: PCI; MMIO described in the DSDT; or MMIO given to the kernel on its command line
+// (virtio_mmio.device=, for kernels built with VIRTIO_MMIO_CMDLINE_DEVICES and no ACPI devices).
+enum class Transport { kPci, kMmio, kMmioCommandLine };
 enum class ConsoleKind { kSerial, kVirtio };
 
 struct MachineConfig {

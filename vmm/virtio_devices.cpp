@@ -199,8 +199,17 @@ void VirtioDevices::attach_mmio(std::vector<std::unique_ptr<virtio::Device>> dev
 
 void VirtioDevices::describe(boot::AcpiConfig& acpi) const {
   if (!pci_transports_.empty()) boot::add_pci_to_acpi(acpi);
+  if (transport_ != Transport::kMmio) return;
   for (uint32_t slot = 0; slot < mmio_transports_.size(); ++slot)
     acpi.extra_devices.push_back(boot::virtio_mmio_acpi_device(boot::virtio_mmio_slot(slot)));
+}
+
+std::string VirtioDevices::command_line_additions() const {
+  std::string additions;
+  if (transport_ != Transport::kMmioCommandLine) return additions;
+  for (uint32_t slot = 0; slot < mmio_transports_.size(); ++slot)
+    additions += " " + boot::virtio_mmio_cmdline(boot::virtio_mmio_slot(slot));
+  return additions;
 }
 
 size_t VirtioDevices::console_input(std::span<const uint8_t> bytes) {

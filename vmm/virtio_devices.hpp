@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "boot/acpi.hpp"
@@ -42,6 +43,9 @@ class VirtioDevices {
   void create(const MachineConfig& config, ConsoleOutput console_output);
   // Adds what the guest needs to find them: the PCI host bridge and MCFG, or LNRO0005 devices.
   void describe(boot::AcpiConfig& acpi) const;
+  // With Transport::kMmioCommandLine: " virtio_mmio.device=SIZE@BASE:GSI" per device, for the
+  // kernel command line (appended after the user's); otherwise empty.
+  std::string command_line_additions() const;
   // Host input for hvc0; returns bytes taken (0 when no virtio console or no buffers yet).
   size_t console_input(std::span<const uint8_t> bytes);
   bool has_console() const { return console_ != nullptr; }
