@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "fake_virtio_device.hpp"
+
 #include <array>
 #include <map>
 #include <memory>
@@ -40,76 +42,11 @@ constexpr uint16_t kCommonQueueDesc = 0x20;
 constexpr uint16_t kCommonQueueDriver = 0x28;
 constexpr uint16_t kCommonQueueDevice = 0x30;
 
-constexpr uint64_t kDeviceOwnFeature = 1ull << 0;
-constexpr uint16_t kQueueCount = 2;
-constexpr uint16_t kQueueMaxSize = 16;
 
-bool held_elsewhere(std::mutex& mutex) {
-  bool held = false;
-  std::thread([&] {
-    if (mutex.try_lock()) {
-      mutex.unlock();
-    } else {
-      held = true;
-    }
-  }).join();
-  return held;
-}
-
-// Records every call and checks that the device mutex is held for each.
-class FakeDevice : public Device {
- public:
-  DeviceType type() const override { return DeviceType::kNet; }
-  uint64_t features() const override {
-    return kDeviceOwnFeature | kFeatureEventIndex | kFeatureIndirectDescriptors;
-  }
-  uint16_t queue_count() const override { return kQueueCount; }
-  uint16_t queue_max_size() const override { return kQueueMaxSize; }
-  void read_config(uint64_t offset, std::span<uint8_t> data) const override {
-    unlocked_calls += held_elsewhere(const_cast<FakeDevice*>(this)->mutex()) ? 0 : 1;
-    for (size_t i = 0; i < data.size(); ++i)
-      data[i] = offset + i < config.size() ? config[offset + i] : 0;
-  }
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
-    unlocked_calls += held_elsewhere(mutex()) ? 0 : 1;
-    for (size_t i = 0; i < data.size() && offset + i < config.size(); ++i)
-      config[offset + i] = data[i];
-  }
-  bool activate(const GuestMemory&, std::span<Queue> queues, uint64_t features,
-                Interrupts& interrupts, EventLoop&) override {
-    unlocked_calls += held_elsewhere(mutex()) ? 0 : 1;
-    ++activations;
-    activated_features = features;
-    activated_queues.clear();
-    for (const Queue& queue : queues) activated_queues.push_back(queue.active());
-    interrupts_ = &interrupts;
-    if (throw_on_activate) throw std::runtime_error("backend gone");
-    return accept_activation;
-  }
-  void process_queue(uint16_t queue) override {
-    unlocked_calls += held_elsewhere(mutex()) ? 0 : 1;
-    processed.push_back(queue);
-  }
-  void reset() override {
-    unlocked_calls += held_elsewhere(mutex()) ? 0 : 1;
-    ++resets;
-    interrupts_ = nullptr;
-  }
-  Interrupts* interrupts() { return interrupts_; }
-
-  std::array<uint8_t, 8> config{1, 2, 3, 4, 5, 6, 7, 8};
-  bool accept_activation = true;
-  bool throw_on_activate = false;
-  int activations = 0;
-  int resets = 0;
-  uint64_t activated_features = 0;
-  std::vector<bool> activated_queues;
-  std::vector<uint16_t> processed;
-  mutable int unlocked_calls = 0;
-
- private:
-  Interrupts* interrupts_ = nullptr;
-};
+using test::FakeDevice;
+using test::kDeviceOwnFeature;
+using test::kQueueCount;
+using test::kQueueMaxSize;
 
 class RecordingSink : public MsiSink {
  public:
@@ -144,7 +81,7 @@ class VirtioPciTest : public ::testing::Test {
   VirtioPciTest()
       : memory({{0, 1 << 20}}),
         sink(std::make_shared<RecordingSink>()),
-        transport(std::make_shared<VirtioPciTransport>(std::make_unique<FakeDevice>(), memory, loop,
+        transport(std::make_shared<VirtioPciTransport>(std::make_unique<FakeDevice>(DeviceType::kNet), memory, loop,
                                                        sink,
                                                        [this](uint16_t queue) {
                                                          notified.push_back(queue);
@@ -640,7 +577,7 @@ TEST(VirtioPciTransport, RejectsBadSetUps) {
   EventLoop loop;
   auto sink = std::make_shared<RecordingSink>();
   EXPECT_THROW(VirtioPciTransport(nullptr, memory, loop, sink), Error);
-  EXPECT_THROW(VirtioPciTransport(std::make_unique<FakeDevice>(), memory, loop, nullptr), Error);
+  EXPECT_THROW(VirtioPciTransport(std::make_unique<FakeDevice>(DeviceType::kNet), memory, loop, nullptr), Error);
 }
 
 }  // namespace
