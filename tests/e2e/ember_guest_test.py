@@ -133,6 +133,19 @@ def check_reset(method):
                 "reset failed" not in result.stdout, result.describe())
 
 
+def check_mmio_on_command_line():
+    """--transport mmio-cmdline: the devices are in the kernel command line, not the DSDT."""
+    command = [EMBER, "boot", "--kernel", GUEST_ELF, "--transport", "mmio-cmdline", "--cmdline",
+               "console=ttyS0 test.virtio=mmio"]
+    result = common.run(command, TIMEOUT)
+    tally.check("mmio-cmdline: ember appends virtio_mmio.device= for the rng",
+                "test.virtio=mmio virtio_mmio.device=0x200@0xfe000000:16" in result.stdout,
+                result.describe())
+    tally.check("mmio-cmdline: the guest finds and uses the device from the command line",
+                "CHECK virtio_mmio ok" in result.stdout and "CHECK rng ok" in result.stdout and
+                result.returncode == 0, result.describe())
+
+
 def check_internal_error():
     """An instruction the emulating KVM cannot run at CPL0: ember must say what and where."""
     _, result = boot(GUEST_ELF, 1, 128, "test.cpl0_popcnt=1")
@@ -214,6 +227,7 @@ check_panic()
 check_reset("i8042")
 check_reset("acpi")
 check_internal_error()
+check_mmio_on_command_line()
 check_sigint()
 check_terminal()
 tally.finish()
