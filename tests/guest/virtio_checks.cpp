@@ -6,6 +6,7 @@
 #include "print.hpp"
 #include "timing.hpp"
 #include "virtio.hpp"
+#include "virtio_bench.hpp"
 #include "virtio_blk.hpp"
 #include "virtio_console.hpp"
 #include "virtio_mmio.hpp"
@@ -60,6 +61,10 @@ void run_virtio_checks(const BootInfo& boot, uint32_t bsp_apic_id) {
              per_type[virtio::kDeviceNet], per_type[virtio::kDeviceBlock], per_type[virtio::kDeviceConsole],
              per_type[virtio::kDeviceEntropy], use_pci ? " config=" : "", use_pci ? pci::access_method() : "",
              elapsed_us(start));
+    if (virtio::bench_requested(boot)) {  // test.bench=...: benchmarks instead of the device checks
+        virtio::run_bench(boot, devices, count);
+        return;
+    }
 
     uint64_t seed = kDefaultBlkSeed;
     cmdline_number(boot.cmdline, "test.blk.seed", seed);
