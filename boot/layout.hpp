@@ -7,7 +7,7 @@
 namespace ember::layout {
 
 // Low memory (below 1 MiB).
-inline constexpr uint64_t kBootGdt = 0x500;           // Boot GDT (null, null, code 0x10, data 0x18).
+inline constexpr uint64_t kBootGdt = 0x500;           // Boot GDT: 64-bit code 0x10, data 0x18, PVH 32-bit code 0x20 and data 0x28.
 inline constexpr uint64_t kPvhStartInfo = 0x6000;     // hvm_start_info, module list, memmap.
 inline constexpr uint64_t kBootParams = 0x7000;       // Linux zero page (struct boot_params).
 inline constexpr uint64_t kBootStackTop = 0x8ff0;     // Initial stack for 64-bit entry.
