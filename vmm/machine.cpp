@@ -147,20 +147,20 @@ void Machine::create_memory() {
 
 void Machine::create_devices() {
   StopHandler stop = [this](StopReason reason) { on_device_stop(reason); };
+  // COM1 and hvc0 both write to the host console.
   const int output = config_.console_output;
+  auto console_output = [output](std::span<const uint8_t> bytes) {
+    if (output >= 0) write_all(output, bytes);
+  };
   serial_ = std::make_shared<Serial>(std::make_shared<KvmInterruptLine>(*vm_, layout::kCom1Irq),
-                                     [output](std::span<const uint8_t> bytes) {
-                                       if (output >= 0) write_all(output, bytes);
-                                     });
+                                     console_output);
   pio_bus_.insert(layout::kCom1Port, 8, serial_);
   pio_bus_.insert(layout::kI8042DataPort, 5, std::make_shared<I8042>(stop));
   pio_bus_.insert(layout::kPvpanicPort, 1, std::make_shared<Pvpanic>(stop));
   pio_bus_.insert(layout::kAcpiPmPort, 3, std::make_shared<AcpiPm>(stop));
 
   virtio_ = std::make_unique<VirtioDevices>(*vm_, *memory_, *io_loop_, pio_bus_, mmio_bus_);
-  virtio_->create(config_, [output](std::span<const uint8_t> bytes) {
-    if (output >= 0) write_all(output, bytes);
-  });
+  virtio_->create(config_, console_output);
 }
 
 void Machine::load_guest() {
@@ -169,7 +169,6 @@ void Machine::load_guest() {
   virtio_->describe(acpi_config);
   const auto acpi = boot::build_acpi_tables(acpi_config);
   memory_->write_or_throw(acpi.base, acpi.bytes);
-
 
   boot::BootSpec spec;
   spec.kernel_path = config_.kernel_path;
