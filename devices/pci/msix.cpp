@@ -1,4 +1,5 @@
 #include "devices/pci/msix.hpp"
+#include "devices/register_bytes.hpp"
 
 #include <algorithm>
 #include <array>
@@ -10,18 +11,6 @@ namespace ember {
 using namespace pci;
 
 namespace {
-
-uint64_t load_le(std::span<const uint8_t> data) {
-  uint64_t value = 0;
-  for (size_t i = 0; i < data.size() && i < 8; ++i)
-    value |= static_cast<uint64_t>(data[i]) << (8 * i);
-  return value;
-}
-
-void store_le(std::span<uint8_t> data, uint64_t value) {
-  for (size_t i = 0; i < data.size(); ++i)
-    data[i] = i < 8 ? static_cast<uint8_t>(value >> (8 * i)) : 0;
-}
 
 // DWORD or QWORD, naturally aligned (§6.8.2: other accesses are undefined; we ignore them).
 bool valid_access(uint64_t offset, size_t size) {
@@ -142,18 +131,18 @@ void MsixTable::write_dword(uint64_t offset, uint32_t value) {
 void MsixTable::table_read(uint64_t offset, std::span<uint8_t> data) {
   std::lock_guard lock(mutex_);
   if (!valid_access(offset, data.size()) || offset >= table_size()) {
-    store_le(data, 0);
+    fill_access(data, 0);
     return;
   }
   uint64_t value = read_dword(offset);
   if (data.size() == 8) value |= static_cast<uint64_t>(read_dword(offset + 4)) << 32;
-  store_le(data, value);
+  fill_access(data, value);
 }
 
 void MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data) {
   std::lock_guard lock(mutex_);
   if (!valid_access(offset, data.size()) || offset >= table_size()) return;
-  const uint64_t value = load_le(data);
+  const uint64_t value = access_value(data);
   write_dword(offset, static_cast<uint32_t>(value));
   if (data.size() == 8) write_dword(offset + 4, static_cast<uint32_t>(value >> 32));
 }
@@ -161,7 +150,7 @@ void MsixTable::table_write(uint64_t offset, std::span<const uint8_t> data) {
 void MsixTable::pba_read(uint64_t offset, std::span<uint8_t> data) {
   std::lock_guard lock(mutex_);
   if (!valid_access(offset, data.size()) || offset >= pba_size()) {
-    store_le(data, 0);
+    fill_access(data, 0);
     return;
   }
   uint64_t value = 0;
@@ -169,7 +158,7 @@ void MsixTable::pba_read(uint64_t offset, std::span<uint8_t> data) {
     const size_t vector = offset * 8 + bit;
     if (vector < entries_.size() && entries_[vector].pending) value |= 1ull << bit;
   }
-  store_le(data, value);
+  fill_access(data, value);
 }
 
 }  // namespace ember

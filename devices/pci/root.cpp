@@ -1,4 +1,5 @@
 #include "devices/pci/root.hpp"
+#include "devices/register_bytes.hpp"
 
 #include <algorithm>
 
@@ -13,13 +14,6 @@ namespace {
 
 void fill_ones(std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), uint8_t{0xff});
-}
-
-uint32_t load_u32(std::span<const uint8_t> data) {
-  uint32_t value = 0;
-  for (size_t i = 0; i < data.size() && i < 4; ++i)
-    value |= static_cast<uint32_t>(data[i]) << (8 * i);
-  return value;
 }
 
 bool touches(uint16_t offset, size_t size, uint16_t begin, uint16_t end) {
@@ -182,7 +176,7 @@ void PciConfigIo::read(uint64_t offset, std::span<uint8_t> data) {
 
 void PciConfigIo::write(uint64_t offset, std::span<const uint8_t> data) {
   if (offset < kConfigDataOffset) {
-    if (offset == 0 && data.size() == 4) address_.store(load_u32(data) & kConfigAddressMask);
+    if (offset == 0 && data.size() == 4) address_.store(static_cast<uint32_t>(access_value(data) & kConfigAddressMask));
     return;
   }
   const uint32_t address = address_.load();

@@ -1,4 +1,5 @@
 #include "devices/virtio/pci_transport.hpp"
+#include "devices/register_bytes.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -15,13 +16,6 @@ namespace ember::virtio {
 using namespace pci;
 
 namespace {
-
-uint64_t load_le(std::span<const uint8_t> data) {
-  uint64_t value = 0;
-  for (size_t i = 0; i < data.size() && i < 8; ++i)
-    value |= static_cast<uint64_t>(data[i]) << (8 * i);
-  return value;
-}
 
 template <size_t N>
 void put_le(std::array<uint8_t, N>& bytes, size_t offset, size_t size, uint64_t value) {
@@ -173,7 +167,7 @@ void VirtioPciTransport::cfg_capability_access(bool write) {
     bar_write(bar, offset, window);
   } else {
     bar_read(bar, offset, window);
-    config_.store(data_offset, length, static_cast<uint32_t>(load_le(window)));
+    config_.store(data_offset, length, static_cast<uint32_t>(access_value(window)));
   }
 }
 
@@ -328,7 +322,7 @@ void VirtioPciTransport::common_read(uint64_t offset, std::span<uint8_t> data) {
 
 void VirtioPciTransport::common_write(uint64_t offset, std::span<const uint8_t> data) {
   std::lock_guard lock(device_->mutex());
-  write_register(offset, data.size(), load_le(data));
+  write_register(offset, data.size(), access_value(data));
 }
 
 // Each field is written with its own width (§4.1.3.1); 64-bit fields also as two 32-bit halves.

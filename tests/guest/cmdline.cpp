@@ -23,6 +23,21 @@ bool cmdline_number(const char* cmdline, const char* key, uint64_t& value) {
     return cmdline_value(cmdline, key, text) && text.to_u64(value);
 }
 
+bool parse_ipv4(Str text, uint32_t& address) {
+    uint32_t result = 0;
+    for (int part = 0; part < 4; ++part) {
+        uint64_t value;
+        if (!parse_number(text, value) || value > 255) return false;
+        result = result << 8 | static_cast<uint32_t>(value);
+        if (part < 3) {
+            if (text.empty() || text.data[0] != '.') return false;
+            text = Str{text.data + 1, text.size - 1};
+        }
+    }
+    address = result;
+    return text.empty();
+}
+
 bool parse_number(Str& text, uint64_t& value) {
     unsigned base = 10;
     size_t i = 0;

@@ -269,21 +269,6 @@ uint16_t ip_checksum(const uint8_t* data, uint32_t length) {
     return static_cast<uint16_t>(~sum);
 }
 
-bool parse_ipv4(Str text, uint32_t& address) {
-    uint32_t result = 0;
-    for (int part = 0; part < 4; ++part) {
-        uint64_t value;
-        if (!parse_number(text, value) || value > 255) return false;
-        result = result << 8 | static_cast<uint32_t>(value);
-        if (part < 3) {
-            if (text.empty() || text.data[0] != '.') return false;
-            text = Str{text.data + 1, text.size - 1};
-        }
-    }
-    address = result;
-    return text.empty();
-}
-
 class BenchNic {
 public:
     BenchNic(Device& d, Virtqueue& rx, Virtqueue& tx) : d_(d), rx_(rx), tx_(tx) {}

@@ -72,21 +72,6 @@ uint16_t fold(uint32_t sum) {
     return static_cast<uint16_t>(~sum);
 }
 
-bool parse_ipv4(Str text, uint32_t& address) {
-    uint32_t result = 0;
-    for (int part = 0; part < 4; ++part) {
-        uint64_t value;
-        if (!parse_number(text, value) || value > 255) return false;
-        result = result << 8 | static_cast<uint32_t>(value);
-        if (part < 3) {
-            if (text.empty() || text.data[0] != '.') return false;
-            text = Str{text.data + 1, text.size - 1};
-        }
-    }
-    address = result;
-    return text.empty();
-}
-
 struct Stats {
     uint64_t frames = 0, arp_replies = 0, icmp_replies = 0, ignored = 0;
     uint64_t udp_datagrams = 0, udp_bytes = 0, udp_bad = 0;
