@@ -90,6 +90,16 @@ unreadable = write("root-only-kernel", b"\0" * 4096)
 os.chmod(unreadable, 0o600)
 expect_error("kernel not readable by the user", ["boot", "--kernel", unreadable],
              [unreadable, "Permission denied"], run_as="65534")
+expect_error("missing --disk file", ["boot", "--kernel", kernel, "--disk", path("no-disk.img")],
+             [path("no-disk.img"), "No such file"])
+expect_error("unknown --disk option", ["boot", "--kernel", kernel, "--disk", f"{empty},rw"],
+             ["--disk", "unknown option 'rw'"], codes=(2,))
+expect_error("bad --net mac", ["boot", "--kernel", kernel, "--net", "tap=t0,mac=01:02:03:04:05:06"],
+             ["--net", "mac"], codes=(2,))
+expect_error("more virtio-mmio devices than IOAPIC pins",
+             ["boot", "--kernel", kernel, "--transport", "mmio",
+              *[argument for _ in range(8) for argument in ("--disk", f"{empty},ro")]],
+             ["--transport mmio", "at most 8"])
 expect_error("/dev/kvm missing", ["boot", "--kernel", kernel, "--kvm", path("no-kvm")],
              [path("no-kvm"), "no such device"])
 world_readable_kernel = write("kernel-for-anyone", open(kernel, "rb").read())
