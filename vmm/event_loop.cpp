@@ -45,7 +45,7 @@ void EventLoop::set_idle(std::chrono::milliseconds period, std::function<void()>
 void EventLoop::run() {
   std::array<epoll_event, 16> events;
   while (!stopping_.load(std::memory_order_acquire)) {
-    const int timeout = idle_ ? static_cast<int>(idle_period_.count()) : -1;
+    const int timeout = idle_ && idle_timer_ ? static_cast<int>(idle_period_.count()) : -1;
     const int count = ::epoll_wait(epoll_.get(), events.data(), events.size(), timeout);
     if (count < 0) {
       if (errno == EINTR) continue;

@@ -23,8 +23,10 @@ class EventLoop {
   // Watches fd for events (EPOLLIN etc.); the handler runs on the loop's thread.
   void add(int fd, uint32_t events, Handler handler);
   void remove(int fd);
-  // Called on the loop's thread after each wake-up (and at least every period while set).
+  // Called on the loop's thread after each wake-up, and at least every period while a caller on
+  // the loop's thread has it enabled (so an idle loop sleeps without waking).
   void set_idle(std::chrono::milliseconds period, std::function<void()> idle);
+  void enable_idle_timer(bool enabled) { idle_timer_ = enabled; }
 
   // Runs until stop(); exceptions from handlers propagate to the caller.
   void run();
@@ -38,6 +40,7 @@ class EventLoop {
   std::map<int, Handler> handlers_;
   std::chrono::milliseconds idle_period_{-1};
   std::function<void()> idle_;
+  bool idle_timer_ = false;
 };
 
 }  // namespace ember

@@ -256,6 +256,7 @@ MachineExit Machine::run() {
       if (!pending.empty()) {  // The guest is slower than the host: stop reading for now.
         loop.remove(input);
         input_watched = false;
+        loop.enable_idle_timer(true);
       }
     } else if (count == 0 || (errno != EINTR && errno != EAGAIN) || (events & EPOLLHUP)) {
       loop.remove(input);  // End of input: the guest simply gets no more bytes.
@@ -277,6 +278,7 @@ MachineExit Machine::run() {
       if (pending.empty() && !input_watched) {
         loop.add(input, EPOLLIN, read_input);
         input_watched = true;
+        loop.enable_idle_timer(false);
       }
     });
   }

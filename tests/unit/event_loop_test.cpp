@@ -70,5 +70,22 @@ TEST(EventLoop, HandlerMayRemoveItself) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(EventLoop, IdleTimerRunsOnlyWhileEnabled) {
+  EventLoop loop;
+  int idles = 0;
+  loop.set_idle(std::chrono::milliseconds(1), [&] {
+    if (++idles == 5) loop.enable_idle_timer(false);
+  });
+  loop.enable_idle_timer(true);
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    loop.stop();
+  });
+  loop.run();
+  stopper.join();
+  // Five timer wake-ups, then none until stop() woke the loop once more.
+  EXPECT_EQ(idles, 6);
+}
+
 }  // namespace
 }  // namespace ember
