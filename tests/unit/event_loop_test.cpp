@@ -72,19 +72,20 @@ TEST(EventLoop, HandlerMayRemoveItself) {
 
 TEST(EventLoop, IdleTimerRunsOnlyWhileEnabled) {
   EventLoop loop;
-  int idles = 0;
+  std::atomic<int> idles{0};
   loop.set_idle(std::chrono::milliseconds(1), [&] {
     if (++idles == 5) loop.enable_idle_timer(false);
   });
   loop.enable_idle_timer(true);
   std::thread stopper([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    while (idles.load() < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Any further timer would fire now.
     loop.stop();
   });
   loop.run();
   stopper.join();
   // Five timer wake-ups, then none until stop() woke the loop once more.
-  EXPECT_EQ(idles, 6);
+  EXPECT_EQ(idles.load(), 6);
 }
 
 }  // namespace
