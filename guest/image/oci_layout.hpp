@@ -1,0 +1,42 @@
+// Reading an OCI image layout directory (image-spec v1: oci-layout, index.json, blobs/sha256/):
+// index -> manifest -> config + layers, every blob checked against its sha256 digest and size.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace ember::image {
+
+// The parts of the image config (config.config in image-spec's config.md) that `ember run` uses.
+struct ImageConfig {
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;            // "KEY=VALUE"
+  std::string working_dir;
+  std::string user;
+  std::vector<std::string> exposed_ports;  // "80/tcp", sorted
+};
+
+struct LayerBlob {
+  std::string digest;      // "sha256:<64 hex>"
+  std::string media_type;
+  std::filesystem::path path;  // blobs/sha256/<hex>, already verified
+};
+
+struct Image {
+  std::string manifest_digest;
+  ImageConfig config;
+  std::vector<LayerBlob> layers;  // lowest first
+};
+
+// Reads and verifies the image in `layout`. Where the index lists several manifests, picks
+// linux/amd64 (or the only one). Throws one-line Errors for a missing directory, a directory that
+// is not an OCI layout, corrupt JSON, a missing or corrupt blob and unsupported media types.
+Image read_oci_layout(const std::filesystem::path& layout);
+
+// The config part of an image config blob (exposed for tests and docker-archive later).
+ImageConfig parse_image_config(const std::string& json_text, const std::string& name);
+
+}  // namespace ember::image
