@@ -57,6 +57,20 @@ uint8_t generation(Device& d) {
 
 }  // namespace
 
+uint64_t read_feature_words(uint64_t select, uint64_t window) {
+    write32(select, 0);
+    uint64_t low = read32(window);
+    write32(select, 1);
+    return low | uint64_t{read32(window)} << 32;
+}
+
+void write_feature_words(uint64_t select, uint64_t window, uint64_t features) {
+    write32(select, 0);
+    write32(window, static_cast<uint32_t>(features));
+    write32(select, 1);
+    write32(window, static_cast<uint32_t>(features >> 32));
+}
+
 bool dma_init(const BootInfo& boot) {
     uint64_t start = (reinterpret_cast<uint64_t>(_end) + kArenaAlign - 1) & ~(kArenaAlign - 1);
     if (!e820_is_ram(boot, start, kArenaSize)) return false;

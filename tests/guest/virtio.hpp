@@ -103,6 +103,11 @@ struct Virtqueue {
 
 // --- Platform ------------------------------------------------------------------------------------------
 // DMA memory: a bump allocator over e820 RAM after the image. Must be called first.
+// The 64 feature bits both transports show through a select register and a 32-bit window
+// (§4.1.4.3 device_feature_select/device_feature, §4.2.2 DeviceFeaturesSel/DeviceFeatures).
+uint64_t read_feature_words(uint64_t select, uint64_t window);
+void write_feature_words(uint64_t select, uint64_t window, uint64_t features);
+
 bool dma_init(const BootInfo& boot);
 // Zeroed, `align`-aligned memory; nullptr when exhausted.
 void* dma_alloc(size_t size, size_t align = 64);

@@ -224,17 +224,11 @@ void set_status(Device& d, uint8_t value) { write32(d.mmio_base + kStatus, value
 uint8_t config_generation(Device& d) { return static_cast<uint8_t>(read32(d.mmio_base + kConfigGeneration)); }
 
 uint64_t device_features(Device& d) {
-    write32(d.mmio_base + kDeviceFeaturesSel, 0);
-    uint64_t low = read32(d.mmio_base + kDeviceFeatures);
-    write32(d.mmio_base + kDeviceFeaturesSel, 1);
-    return low | uint64_t{read32(d.mmio_base + kDeviceFeatures)} << 32;
+    return read_feature_words(d.mmio_base + kDeviceFeaturesSel, d.mmio_base + kDeviceFeatures);
 }
 
 void set_driver_features(Device& d, uint64_t features) {
-    write32(d.mmio_base + kDriverFeaturesSel, 0);
-    write32(d.mmio_base + kDriverFeatures, static_cast<uint32_t>(features));
-    write32(d.mmio_base + kDriverFeaturesSel, 1);
-    write32(d.mmio_base + kDriverFeatures, static_cast<uint32_t>(features >> 32));
+    write_feature_words(d.mmio_base + kDriverFeaturesSel, d.mmio_base + kDriverFeatures, features);
 }
 
 uint16_t queue_max(Device& d, uint16_t index) {

@@ -163,17 +163,11 @@ void set_status(Device& d, uint8_t value) { write8(d.common + kDeviceStatus, val
 uint8_t config_generation(Device& d) { return read8(d.common + kConfigGeneration); }
 
 uint64_t device_features(Device& d) {
-    write32(d.common + kDeviceFeatureSelect, 0);
-    uint64_t low = read32(d.common + kDeviceFeature);
-    write32(d.common + kDeviceFeatureSelect, 1);
-    return low | uint64_t{read32(d.common + kDeviceFeature)} << 32;
+    return read_feature_words(d.common + kDeviceFeatureSelect, d.common + kDeviceFeature);
 }
 
 void set_driver_features(Device& d, uint64_t features) {
-    write32(d.common + kDriverFeatureSelect, 0);
-    write32(d.common + kDriverFeature, static_cast<uint32_t>(features));
-    write32(d.common + kDriverFeatureSelect, 1);
-    write32(d.common + kDriverFeature, static_cast<uint32_t>(features >> 32));
+    write_feature_words(d.common + kDriverFeatureSelect, d.common + kDriverFeature, features);
     write16(d.common + kConfigMsixVector, kNoMsixVector);  // no configuration-change interrupts
 }
 
