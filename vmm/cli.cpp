@@ -12,6 +12,8 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/run/run_command.hpp"
+#include "guest/image/prepare.hpp"
 
 namespace ember {
 
@@ -119,7 +121,39 @@ std::optional<NetConfig> parse_net(const std::string& text, std::string& error) 
   return net;
 }
 
+// HOSTDIR:TAG[:ro]; HOSTDIR may itself contain ':' (the tag and the option are taken from the end).
+std::optional<ShareConfig> parse_share(const std::string& text, std::string& error) {
+  const std::string usage = " (use --share HOSTDIR:TAG[:ro])";
+  ShareConfig share;
+  std::string rest = text;
+  if (rest.ends_with(":ro")) {
+    share.read_only = true;
+    rest.resize(rest.size() - 3);
+  }
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    error = "--share " + text + ": HOSTDIR and TAG are required" + usage;
+    return std::nullopt;
+  }
+  share.host_dir = rest.substr(0, colon);
+  share.tag = rest.substr(colon + 1);
+  if (share.tag.empty() || share.tag.size() > 36) {
+    error = "--share " + text + ": the tag must be 1 to 36 bytes (virtio-fs)" + usage;
+    return std::nullopt;
+  }
+  return share;
+}
+
 namespace {
+
+int print_prepared_image(const std::string& reference) {
+  const auto prepared = image::prepare_image(reference, image::default_cache_dir());
+  std::error_code error;
+  std::printf("digest: %s\ndisk: %s\nsize: %ju\nstate: %s\n", prepared.digest.c_str(),
+              prepared.disk.c_str(), static_cast<uintmax_t>(std::filesystem::file_size(prepared.disk, error)),
+              prepared.converted ? "converted" : "cached");
+  return 0;
+}
 
 void configure_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("ember");
@@ -185,6 +219,10 @@ int run_cli(int argc, char** argv) {
   std::vector<std::string> disks, nets;
   boot->add_option("--disk", disks, "virtio-blk disk: PATH[,ro][,id=NAME][,direct] (repeatable)");
   boot->add_option("--net", nets, "virtio-net on a tap: tap=NAME[,mac=52:54:00:..] (repeatable)");
+  std::vector<std::string> shares;
+  boot->add_option("--share", shares,
+                   "virtio-fs share served by virtiofsd: HOSTDIR:TAG[:ro], mounted in the guest "
+                   "with mount -t virtiofs TAG DIR (repeatable)");
   std::string console = "serial", transport = "pci";
   boot->add_option("--console", console,
                    "serial (COM1, ttyS0) or virtio (hvc0 gets input; COM1 keeps early output)")
@@ -195,6 +233,17 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"pci", "mmio", "mmio-cmdline"}));
   bool no_rng = false;
   boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
+
+  run::RunOptions run_options;
+  auto* run = run::add_run_subcommand(app, run_options, log_level);
+
+  auto* image = app.add_subcommand("image", "Prepare container images for ember run");
+  image->require_subcommand(1);
+  std::string image_reference;
+  auto* image_prepare = image->add_subcommand(
+      "prepare", "Convert IMAGE (OCI layout, oci-archive, docker-archive or root directory) into its "
+                 "cached erofs disk; prints digest, disk, size and state (converted or cached)");
+  image_prepare->add_option("IMAGE", image_reference, "the image")->required();
 
   std::string host_kvm = "/dev/kvm";
   auto* host = app.add_subcommand("host", "Show what this host's KVM offers");
@@ -214,6 +263,8 @@ int run_cli(int argc, char** argv) {
 
   try {
     if (*host) return print_host(host_kvm);
+    if (*run) return run::run_container(run_options);
+    if (*image_prepare) return print_prepared_image(image_reference);
     const auto bytes = parse_memory_size(memory);
     if (!bytes) {
       std::fprintf(stderr, "ember: usage error: --memory %s: not a size (use e.g. 512M or 2G)\n",
@@ -238,6 +289,15 @@ int run_cli(int argc, char** argv) {
         return kExitUsage;
       }
       config.nets.push_back(*net);
+    }
+    for (const auto& text : shares) {
+      std::string error;
+      auto share = parse_share(text, error);
+      if (!share) {
+        std::fprintf(stderr, "ember: usage error: %s\n", error.c_str());
+        return kExitUsage;
+      }
+      config.shares.push_back(*share);
     }
     config.console = console == "virtio" ? ConsoleKind::kVirtio : ConsoleKind::kSerial;
     config.transport = transport == "mmio"           ? Transport::kMmio

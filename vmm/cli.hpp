@@ -19,9 +19,12 @@ std::optional<uint64_t> parse_memory_size(const std::string& text);
 
 struct DiskConfig;
 struct NetConfig;
-// Parse one --disk / --net value; on error return nullopt and set `error` to a one-line reason.
+struct ShareConfig;
+// Parse one --disk / --net / --share value; on error return nullopt and set `error` to a one-line
+// reason.
 std::optional<DiskConfig> parse_disk(const std::string& text, std::string& error);
 std::optional<NetConfig> parse_net(const std::string& text, std::string& error);
+std::optional<ShareConfig> parse_share(const std::string& text, std::string& error);
 
 int run_cli(int argc, char** argv);
 

@@ -37,15 +37,15 @@ namespace ember {
 namespace {
 
 // The signal that kicks a vCPU thread out of KVM_RUN. Its handler does nothing: the point is the
-// EINTR.
-const int kKickSignal = SIGUSR1;
+// EINTR. A real-time signal, so that SIGUSR1/SIGUSR2 stay free for `ember run` to forward.
+int kick_signal() { return SIGRTMIN; }
 
 void install_kick_handler() {
   struct sigaction action {};
   action.sa_handler = [](int) {};
   sigemptyset(&action.sa_mask);
   action.sa_flags = 0;  // No SA_RESTART: KVM_RUN must return EINTR.
-  ::sigaction(kKickSignal, &action, nullptr);
+  ::sigaction(kick_signal(), &action, nullptr);
 }
 
 std::vector<std::byte> read_file(const std::string& role, const std::string& path) {
@@ -147,20 +147,21 @@ void Machine::create_memory() {
 
 void Machine::create_devices() {
   StopHandler stop = [this](StopReason reason) { on_device_stop(reason); };
-  // COM1 and hvc0 both write to the host console.
+  // COM1 and hvc0 both write to the host console, unless `ember run` takes their output.
   const int output = config_.console_output;
-  auto console_output = [output](std::span<const uint8_t> bytes) {
+  MachineConfig::ByteSink console_output = [output](std::span<const uint8_t> bytes) {
     if (output >= 0) write_all(output, bytes);
   };
   serial_ = std::make_shared<Serial>(std::make_shared<KvmInterruptLine>(*vm_, layout::kCom1Irq),
-                                     console_output);
+                                     config_.serial_sink ? config_.serial_sink : console_output);
   pio_bus_.insert(layout::kCom1Port, 8, serial_);
   pio_bus_.insert(layout::kI8042DataPort, 5, std::make_shared<I8042>(stop));
   pio_bus_.insert(layout::kPvpanicPort, 1, std::make_shared<Pvpanic>(stop));
   pio_bus_.insert(layout::kAcpiPmPort, 3, std::make_shared<AcpiPm>(stop));
 
   virtio_ = std::make_unique<VirtioDevices>(*vm_, *memory_, *io_loop_, pio_bus_, mmio_bus_);
-  virtio_->create(config_, console_output);
+  virtio_->create(config_, config_.virtio_console_sink ? config_.virtio_console_sink
+                                                      : console_output);
 }
 
 void Machine::load_guest() {
@@ -176,6 +177,7 @@ void Machine::load_guest() {
   spec.initrd_path = config_.initrd_path;
   spec.initrd = initrd_;
   spec.cmdline = config_.cmdline + virtio_->command_line_additions();
+  if (config_.tsc_khz_on_cmdline) spec.cmdline += " tsc_early_khz=" + std::to_string(vm_->tsc_khz());
   spec.rsdp_address = acpi.rsdp_address;
   const auto boot_info = boot::load_kernel(*memory_, spec);
   kernel_ = {};  // Copied into guest memory; the host copy is no longer needed.
@@ -214,12 +216,16 @@ void Machine::configure_vcpus() {
 
 MachineExit Machine::run() {
   install_kick_handler();
-  // SIGINT/SIGTERM/SIGHUP are read through a signalfd by the I/O loop; every thread blocks them.
+  // SIGINT/SIGTERM/SIGHUP (and with a host_signal hook the others it forwards) are read through a
+  // signalfd by the I/O loop; every thread blocks them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGHUP);
+  if (config_.host_signal) {
+    for (int number : {SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&stop_signals, number);
+  }
   sigset_t previous_mask;
   pthread_sigmask(SIG_BLOCK, &stop_signals, &previous_mask);
   ::signal(SIGPIPE, SIG_IGN);
@@ -231,6 +237,10 @@ MachineExit Machine::run() {
     signalfd_siginfo info{};
     while (::read(signals.get(), &info, sizeof(info)) == sizeof(info)) {
       const int number = static_cast<int>(info.ssi_signo);
+      if (config_.host_signal) {
+        config_.host_signal(number);
+        continue;
+      }
       request_stop({MachineExit::Kind::kInterrupted, number,
                     std::string("stopped by SIG") + sigabbrev_np(number) + " on the host"});
     }
@@ -298,6 +308,10 @@ MachineExit Machine::run() {
   return exit_;
 }
 
+size_t Machine::console_input(std::span<const uint8_t> bytes) {
+  return virtio_->console_input(bytes);
+}
+
 void Machine::request_stop(MachineExit exit) {
   {
     std::lock_guard lock(exit_mutex_);
@@ -312,7 +326,7 @@ void Machine::kick_vcpus() {
   for (size_t index = 0; index < vcpus_.size(); ++index) {
     vcpus_[index]->run_state()->immediate_exit = 1;
     if (index < vcpu_threads_.size() && vcpu_threads_[index].joinable())
-      pthread_kill(vcpu_threads_[index].native_handle(), kKickSignal);
+      pthread_kill(vcpu_threads_[index].native_handle(), kick_signal());
   }
 }
 

@@ -54,6 +54,11 @@ class Machine {
   void request_stop(MachineExit exit);
 
   const GuestMemory& memory() const { return *memory_; }
+  // The I/O loop run() runs: `ember run` adds its fds (stdin, timers) and, when console_input is -1,
+  // owns its idle callback.
+  EventLoop& io_loop() { return *io_loop_; }
+  // Host bytes for hvc0 (I/O thread only, never from virtio_console_sink); returns bytes taken.
+  size_t console_input(std::span<const uint8_t> bytes);
 
  private:
   void validate() const;

@@ -4,7 +4,9 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,14 @@ struct NetConfig {
   std::optional<std::array<uint8_t, 6>> mac;  // Default: derived from the tap name.
 };
 
+// `--share HOSTDIR:TAG[:ro]` (`ember run -v HOSTDIR:GUESTDIR[:ro]` maps onto it): a virtio-fs
+// device served by a virtiofsd on HOSTDIR; the guest mounts it with `mount -t virtiofs TAG DIR`.
+struct ShareConfig {
+  std::string host_dir;
+  std::string tag;         // 1 to 36 bytes, unique per machine.
+  bool read_only = false;  // Enforced on the host: virtiofsd sees a read-only bind mount.
+};
+
 // virtio transport: PCI; MMIO described in the DSDT; or MMIO given to the kernel on its command line
 // (virtio_mmio.device=, for kernels built with VIRTIO_MMIO_CMDLINE_DEVICES and no ACPI devices).
 enum class Transport { kPci, kMmio, kMmioCommandLine };
@@ -45,7 +55,19 @@ struct MachineConfig {
   Transport transport = Transport::kPci;
   std::vector<DiskConfig> disks;
   std::vector<NetConfig> nets;
+  std::vector<ShareConfig> shares;  // virtio-fs, one virtiofsd each.
   bool entropy = true;  // virtio-rng
+
+  // Hooks for `ember run` (left empty, `ember boot` behaves as before). Each runs on the I/O thread.
+  using ByteSink = std::function<void(std::span<const uint8_t>)>;
+  ByteSink serial_sink;  // COM1's output goes here instead of console_output.
+  // hvc0's output goes here instead of console_output. Called with the console's lock held: it must
+  // not call Machine::console_input (queue the reply and send it from the loop's idle callback).
+  ByteSink virtio_console_sink;
+  // When set, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH on the host are handed
+  // to it instead of stopping the VM.
+  std::function<void(int signal)> host_signal;
+  bool tsc_khz_on_cmdline = false;  // Appends tsc_early_khz=<KVM's TSC kHz> to the command line.
 };
 
 }  // namespace ember

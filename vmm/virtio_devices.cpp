@@ -15,7 +15,9 @@
 #include "devices/backends/tap.hpp"
 #include "devices/pci/root.hpp"
 #include "devices/virtio/blk.hpp"
+#include "devices/vhost_user/frontend.hpp"
 #include "devices/virtio/console.hpp"
+#include "devices/virtio/fs.hpp"
 #include "devices/virtio/mmio_transport.hpp"
 #include "devices/virtio/net.hpp"
 #include "devices/virtio/pci_transport.hpp"
@@ -23,6 +25,7 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm_interrupt_line.hpp"
 #include "vmm/msi_routes.hpp"
+#include "vmm/virtiofsd.hpp"
 
 namespace ember {
 
@@ -53,6 +56,7 @@ VirtioDevices::VirtioDevices(Vm& vm, const GuestMemory& memory, EventLoop& loop,
 
 VirtioDevices::~VirtioDevices() {
   for (auto& notifier : notifiers_) loop_.remove(notifier->eventfd.get());
+  for (auto& virtiofsd : virtiofsds_) loop_.remove(virtiofsd->pidfd());
 }
 
 void VirtioDevices::create(const MachineConfig& config, ConsoleOutput console_output) {
@@ -89,7 +93,38 @@ std::vector<std::unique_ptr<virtio::Device>> VirtioDevices::make_devices(
     devices.push_back(std::move(console));
   }
   if (config.entropy) devices.push_back(std::make_unique<virtio::VirtioRng>());
+  for (size_t index = 0; index < config.shares.size(); ++index) {
+    for (size_t other = 0; other < index; ++other)
+      if (config.shares[other].tag == config.shares[index].tag)
+        throw Error("share tag '" + config.shares[index].tag + "' is used twice");
+    devices.push_back(make_share(config.shares[index]));
+  }
   return devices;
+}
+
+std::unique_ptr<virtio::Device> VirtioDevices::make_share(const ShareConfig& share) {
+  virtio::fs::check_tag(share.tag);  // Before a process is started for it.
+  auto virtiofsd = std::make_unique<Virtiofsd>(VirtiofsdOptions{share.host_dir, share.read_only});
+  std::unique_ptr<virtio::Device> device;
+  try {
+    device = std::make_unique<virtio::VirtioFs>(
+        std::make_unique<vhost_user::Frontend>(virtiofsd->take_connection(),
+                                               "virtiofsd for '" + share.tag + "'"),
+        share.tag);
+  } catch (const Error& error) {
+    const auto exit = virtiofsd->wait_exit(std::chrono::seconds(1));
+    throw Error(std::string(error.what()) + (exit ? " (virtiofsd " + *exit + ")" : ""));
+  }
+  Virtiofsd* raw = virtiofsd.get();
+  loop_.add(raw->pidfd(), EPOLLIN, [this, raw, tag = share.tag](uint32_t) {
+    const auto exit = raw->poll_exit();
+    if (!exit) return;
+    loop_.remove(raw->pidfd());
+    spdlog::error("virtiofsd for share '{}' ({}) {}: the guest lost that share", tag,
+                  raw->host_dir(), *exit);
+  });
+  virtiofsds_.push_back(std::move(virtiofsd));
+  return device;
 }
 
 std::shared_ptr<VirtioDevices::Notifier> VirtioDevices::make_notifier(std::function<void()> notify) {

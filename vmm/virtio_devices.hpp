@@ -24,6 +24,7 @@ namespace ember {
 
 class PciRoot;
 class KvmMsiRoutes;
+class Virtiofsd;
 namespace virtio {
 class Device;
 class VirtioConsole;
@@ -61,6 +62,9 @@ class VirtioDevices {
 
   std::vector<std::unique_ptr<virtio::Device>> make_devices(const MachineConfig& config,
                                                             ConsoleOutput console_output);
+  // Starts the share's virtiofsd, watches it (one error line when it exits) and returns its
+  // virtio-fs device.
+  std::unique_ptr<virtio::Device> make_share(const ShareConfig& share);
   void attach_pci(std::vector<std::unique_ptr<virtio::Device>> devices);
   void attach_mmio(std::vector<std::unique_ptr<virtio::Device>> devices);
   // An eventfd watched by the I/O loop that calls `notify` when signalled.
@@ -80,6 +84,9 @@ class VirtioDevices {
   std::vector<std::shared_ptr<virtio::VirtioPciTransport>> pci_transports_;
   std::vector<std::shared_ptr<virtio::VirtioMmioTransport>> mmio_transports_;
   std::vector<std::shared_ptr<Notifier>> notifiers_;
+  // One per share. Declared after the transports so that it goes first: virtiofsd is killed
+  // before its device closes the connection (it would log the hang-up on ember's stderr).
+  std::vector<std::unique_ptr<Virtiofsd>> virtiofsds_;
   virtio::VirtioConsole* console_ = nullptr;  // Owned by its transport.
 };
 

@@ -38,6 +38,7 @@ enum class DeviceType : uint32_t {
   kBlock = 2,
   kConsole = 3,
   kEntropy = 4,
+  kFs = 26,
 };
 
 // How a device interrupts the driver; the transport implements it (an MSI-X vector per queue, or

@@ -321,6 +321,8 @@ void VirtioMmioTransport::queue_used(uint16_t /*queue*/) {
 }
 
 void VirtioMmioTransport::config_changed() {
+  // The device says "needs reset" this way too (§2.1.2); it logged why.
+  if (device_->needs_reset()) status_ |= kStatusNeedsReset;
   config_generation_.fetch_add(1);
   raise(kInterruptConfigChange);
 }

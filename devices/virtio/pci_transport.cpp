@@ -70,6 +70,8 @@ uint32_t pci::class_code(DeviceType type) {
       return 0x078000;  // Communication controller, other.
     case DeviceType::kEntropy:
       return 0x00ff00;  // As QEMU's virtio-rng-pci.
+    case DeviceType::kFs:
+      return 0x018000;  // Mass storage, other (as QEMU's vhost-user-fs-pci).
   }
   return 0xff0000;
 }
@@ -496,6 +498,8 @@ void VirtioPciTransport::config_changed() {
                  static_cast<uint32_t>(device_->type()), broken - queues_.begin(), broken->error());
     status_ |= kStatusNeedsReset;
   }
+  // Or the device stopped for its own reasons (a vhost-user backend that died); it logged why.
+  if (device_->needs_reset()) status_ |= kStatusNeedsReset;
   config_generation_.fetch_add(1);
   raise(kIsrConfig, config_msix_vector_);
 }

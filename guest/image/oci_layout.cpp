@@ -82,20 +82,23 @@ Descriptor descriptor(const json& node, const std::string& name) {
   return result;
 }
 
-std::string sha256_hex(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw system_error("cannot read " + path.string());
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+}  // namespace
+
+namespace {
+
+using DigestContext = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+
+DigestContext sha256_context() {
+  DigestContext context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!context || EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr) != 1)
     throw Error("sha256: cannot initialise OpenSSL digest");
-  std::array<char, 1 << 16> buffer;
-  while (in) {
-    in.read(buffer.data(), buffer.size());
-    if (in.gcount() > 0) EVP_DigestUpdate(context.get(), buffer.data(), static_cast<size_t>(in.gcount()));
-  }
+  return context;
+}
+
+std::string finish_hex(EVP_MD_CTX* context) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest;
   unsigned int length = 0;
-  EVP_DigestFinal_ex(context.get(), digest.data(), &length);
+  EVP_DigestFinal_ex(context, digest.data(), &length);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
   for (unsigned int i = 0; i < length; ++i) {
@@ -103,6 +106,41 @@ std::string sha256_hex(const fs::path& path) {
     hex += kHex[digest[i] & 0xf];
   }
   return hex;
+}
+
+}  // namespace
+
+std::string sha256_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw system_error("cannot read " + path.string());
+  DigestContext context = sha256_context();
+  std::array<char, 1 << 16> buffer;
+  while (in) {
+    in.read(buffer.data(), buffer.size());
+    if (in.gcount() > 0) EVP_DigestUpdate(context.get(), buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  return finish_hex(context.get());
+}
+
+std::string sha256_text(std::string_view text) {
+  DigestContext context = sha256_context();
+  EVP_DigestUpdate(context.get(), text.data(), text.size());
+  return finish_hex(context.get());
+}
+
+namespace {
+
+// The index entry for this host: the only one, or linux/amd64 among several.
+const json& choose_manifest_entry(const json& index, const std::string& name) {
+  if (!index.contains("manifests") || !index["manifests"].is_array() || index["manifests"].empty())
+    throw Error(name + ": no manifests");
+  const json& manifests = index["manifests"];
+  if (manifests.size() == 1) return manifests.front();
+  for (const json& entry : manifests) {
+    const json platform = entry.value("platform", json::object());
+    if (platform.value("os", "") == "linux" && platform.value("architecture", "") == "amd64") return entry;
+  }
+  throw Error(name + ": no linux/amd64 manifest among " + std::to_string(manifests.size()));
 }
 
 class Layout {
@@ -125,7 +163,7 @@ class Layout {
       throw Error("image " + root_.string() + ": missing blob " + digest);
     if (descriptor.size >= 0 && fs::file_size(path, error) != static_cast<uintmax_t>(descriptor.size))
       throw Error("image " + root_.string() + ": blob " + digest + " has the wrong size");
-    if (sha256_hex(path) != hex)
+    if (sha256_file(path) != hex)
       throw Error("image " + root_.string() + ": blob " + digest + " is corrupt (sha256 mismatch)");
     return path;
   }
@@ -137,22 +175,7 @@ class Layout {
   // Follows nested indexes down to one image manifest.
   Descriptor pick_manifest(const json& index, const std::string& name, int depth = 0) const {
     if (depth > 4) throw Error(name + ": image indexes nested too deeply");
-    if (!index.contains("manifests") || !index["manifests"].is_array() || index["manifests"].empty())
-      throw Error(name + ": no manifests");
-    const json& manifests = index["manifests"];
-    const json* chosen = &manifests.front();
-    if (manifests.size() > 1) {
-      chosen = nullptr;
-      for (const json& entry : manifests) {
-        const json platform = entry.value("platform", json::object());
-        if (platform.value("os", "") == "linux" && platform.value("architecture", "") == "amd64") {
-          chosen = &entry;
-          break;
-        }
-      }
-      if (!chosen) throw Error(name + ": no linux/amd64 manifest among " +
-                               std::to_string(manifests.size()));
-    }
+    const json* chosen = &choose_manifest_entry(index, name);
     Descriptor manifest = descriptor(*chosen, name);
     if (manifest.media_type == kOciIndex || manifest.media_type == kDockerManifestList)
       return pick_manifest(blob_json(manifest), "index " + manifest.digest, depth + 1);
@@ -183,6 +206,12 @@ std::string string_field(const json& config, const char* key, const std::string&
 }
 
 }  // namespace
+
+std::string manifest_digest_from_index(const std::string& index_json, const std::string& name) {
+  const Descriptor entry = descriptor(choose_manifest_entry(parse_json(index_json, name), name), name);
+  if (entry.media_type == kOciIndex || entry.media_type == kDockerManifestList) return {};
+  return entry.digest;
+}
 
 ImageConfig parse_image_config(const std::string& json_text, const std::string& name) {
   json document = parse_json(json_text, name);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ember::image {
@@ -35,6 +36,14 @@ struct Image {
 // linux/amd64 (or the only one). Throws one-line Errors for a missing directory, a directory that
 // is not an OCI layout, corrupt JSON, a missing or corrupt blob and unsupported media types.
 Image read_oci_layout(const std::filesystem::path& layout);
+
+// The digest of the manifest read_oci_layout() would pick, from index.json's text alone (no blob
+// is read); empty when the entry is a nested index that only the full read can follow.
+std::string manifest_digest_from_index(const std::string& index_json, const std::string& name);
+
+// The sha256 of a file's contents as 64 lowercase hex digits.
+std::string sha256_file(const std::filesystem::path& path);
+std::string sha256_text(std::string_view text);
 
 // The config part of an image config blob (exposed for tests and docker-archive later).
 ImageConfig parse_image_config(const std::string& json_text, const std::string& name);

@@ -1,7 +1,8 @@
 // The BSP's checks, run at CPL3 (native speed on the development hosts), in order:
 // boot info, ACPI, memory, LAPIC timer, UART interrupt, SMP, optional UART input, optional virtio
 // devices (test.virtio=pci|mmio, virtio_checks.hpp); then RESULT and
-// ACPI power-off (or pvpanic with test.panic=1).
+// ACPI power-off (or pvpanic with test.panic=1). With test.init_stub=1 it plays ember-init for
+// `ember run` instead (init_stub.hpp).
 #include "acpi.hpp"
 #include "apic.hpp"
 #include "base.hpp"
@@ -9,6 +10,7 @@
 #include "checks.hpp"
 #include "cmdline.hpp"
 #include "cpu.hpp"
+#include "init_stub.hpp"
 #include "portio.hpp"
 #include "power.hpp"
 #include "print.hpp"
@@ -200,6 +202,8 @@ extern "C" [[noreturn]] void user_main(uint64_t entry_kind, uint64_t boot_info) 
     lapic::enable();
     uint32_t bsp_apic_id = lapic::id();
     acpi_scan(boot);
+    // test.init_stub=1: ember-init's side of `ember run` instead of the checks (init_stub.hpp).
+    if (cmdline_flag(boot.cmdline, "test.init_stub")) run_init_stub(boot, bsp_apic_id);
     check_madt_cpus();
     check_memory();
     check_timer();

@@ -53,10 +53,11 @@ inline TarEntry hardlink(std::string path, std::string target) {
   return {TarEntry::kHardlink, std::move(path), std::move(target), 0644};
 }
 
-// Writes a gzip-compressed pax tar with `entries` in order.
-inline void write_layer(const std::filesystem::path& path, const std::vector<TarEntry>& entries) {
+// Writes a pax tar (gzip-compressed unless `gzip` is false) with `entries` in order.
+inline void write_layer(const std::filesystem::path& path, const std::vector<TarEntry>& entries,
+                        bool gzip = true) {
   archive* writer = archive_write_new();
-  archive_write_add_filter_gzip(writer);
+  if (gzip) archive_write_add_filter_gzip(writer);
   archive_write_set_format_pax_restricted(writer);
   if (archive_write_open_filename(writer, path.c_str()) != ARCHIVE_OK)
     throw std::runtime_error("archive_write_open_filename");

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Tier 2: the host side of `ember run` against the ember test guest playing ember-init
+(`--kernel <test guest ELF> --kernel-args test.init_stub=1`, tests/guest/init_stub.hpp), with a plain
+root filesystem directory as IMAGE (a few files, an /etc/passwd with a user), EMBER_CACHE in a
+temporary directory.
+
+Checks: stdin with -i (exact bytes back) and without -i (not read); 10 MB each way with SHA-256
+(cat; split with stdout and stderr checked apart); exit statuses 0, 7, kError 127 with its message;
+signal relay (SIGTERM -> 143; trapped -> 42); a guest ignoring SIGTERM is killed after
+--stop-timeout 1 (137); an invalid frame -> 125 "protocol error"; -e/--env-file/-w/-u/--name in the
+launch spec; the scratch disk removed after the run and kept with --keep; bad input one-liners.
+Then the protocol throughput of ember's host side against the test guest (printed, not asserted).
+
+usage: ember_run_test.py EMBER GUEST_ELF [--bench-mb N]...
+Run as root (/dev/kvm)."""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import common
+
+parser = argparse.ArgumentParser()
+parser.add_argument("ember")
+parser.add_argument("guest")
+parser.add_argument("--bench-mb", type=int, action="append", default=[],
+                    help="also time cat and split with N MB (repeatable)")
+options = parser.parse_args()
+EMBER, GUEST = options.ember, options.guest
+TIMEOUT_S = 120
+tally = common.Tally()
+work = tempfile.mkdtemp(prefix="ember-run-test-")
+CACHE = os.path.join(work, "cache")
+ENV = dict(os.environ, EMBER_CACHE=CACHE)
+ROOTFS = os.path.join(work, "rootfs")
+
+
+def make_rootfs():
+    for directory in ("etc", "bin", "home/alice", "work"):
+        os.makedirs(os.path.join(ROOTFS, directory), exist_ok=True)
+    files = {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n",
+        "etc/group": "root:x:0:\nusers:x:100:alice\nalice:x:1000:\n",
+        "bin/README": "the test guest runs the commands itself\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(ROOTFS, name), "w") as f:
+            f.write(text)
+
+
+def command(args, guest_command, log_level=None):
+    line = [EMBER, "run", "--kernel", GUEST, "--kernel-args", "test.init_stub=1"]
+    if log_level:
+        line += ["--log-level", log_level]
+    return line + list(args) + [ROOTFS, "--", *guest_command]
+
+
+def ember_run(args, guest_command, stdin_data=None, timeout=TIMEOUT_S):
+    return common.run(command(args, guest_command), timeout, stdin_data=stdin_data, env=ENV)
+
+
+class Background:
+    """ember with stdout and stderr collected by threads, so a test can wait for a log line."""
+
+    def __init__(self, line):
+        self.process = subprocess.Popen(line, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True, env=ENV)
+        self.stdout, self.stderr = bytearray(), bytearray()
+        self.threads = [threading.Thread(target=self._collect, args=(s, into), daemon=True)
+                        for s, into in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        for thread in self.threads:
+            thread.start()
+
+    def _collect(self, stream, into):
+        while chunk := os.read(stream.fileno(), 1 << 16):
+            into.extend(chunk)
+
+    def wait_for(self, marker, timeout=TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if marker.encode() in self.stderr:
+                return True
+            time.sleep(0.05)
+        return marker.encode() in self.stderr
+
+    def finish(self, timeout=TIMEOUT_S):
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            code = None
+            self.process.wait()
+        for thread in self.threads:
+            thread.join(5)
+        return code, self.stderr.decode(errors="replace")
+
+
+def split_patterns(n):
+    out = bytes(i % 251 for i in range(251)) * (n // 251 + 1)
+    err = bytes((i * 13 + 5) & 0xff for i in range(256)) * (n // 256 + 1)
+    return out[:n], err[:n]
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def scratch_files():
+    directory = os.path.join(CACHE, "scratch")
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+def check_streams():
+    result = ember_run(["-i"], ["cat"], stdin_data=b"a\nb\n")
+    tally.check("printf 'a\\nb\\n' | ember run -i -- cat: exactly a\\nb\\n, exit 0",
+                result.returncode == 0 and result.stdout == "a\nb\n" and result.stderr == "", result.describe())
+    result = ember_run([], ["cat"], stdin_data=b"not for the container\n")
+    tally.check("without -i stdin is not read: cat ends at once with nothing",
+                result.returncode == 0 and result.stdout == "" and result.stderr == "", result.describe())
+    for code in (0, 7):
+        result = ember_run([], ["exit", str(code)])
+        tally.check(f"exit {code}", result.returncode == code and result.stdout == "" and result.stderr == "",
+                    result.describe())
+    result = ember_run([], ["echo", "hello", "from", "the guest"])
+    tally.check("echo: its words on stdout", result.returncode == 0 and result.stdout == "hello from the guest\n",
+                result.describe())
+    result = ember_run([], ["fail", "127", "exec nosuch: No such file or directory"])
+    tally.check("kError 127: exit 127, 'ember: <message>' on stderr",
+                result.returncode == 127 and result.stderr == "ember: exec nosuch: No such file or directory\n"
+                and result.stdout == "", result.describe())
+    result = ember_run([], ["garbage"])
+    lines = result.stderr.splitlines()
+    tally.check("an invalid frame from the guest: exit 125, one line 'protocol error'",
+                result.returncode == 125 and len(lines) == 1 and "protocol error" in lines[0], result.describe())
+
+
+def timed(args, guest_command, stdin_data=None):
+    line = command(args, guest_command)
+    start = time.monotonic()
+    process = subprocess.run(line, input=stdin_data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=ENV, timeout=TIMEOUT_S * 3,
+                             stdin=None if stdin_data is not None else subprocess.DEVNULL)
+    return process, time.monotonic() - start
+
+
+def rate(n, seconds, boot_seconds):
+    """MB/s over the time beyond a bare run's (boot, protocol set-up, power-off); too little to tell
+    when the transfer is within the bare run's spread."""
+    transfer = seconds - boot_seconds
+    return f"{n / 1e6 / transfer:.0f} MB/s" if transfer > 0.1 else "rate not measurable (within boot noise)"
+
+
+def check_bulk(megabytes, boot_seconds, report_only=False):
+    n = megabytes * 1000 * 1000
+    data = os.urandom(n)
+    process, seconds = timed(["-i"], ["cat"], stdin_data=data)
+    ok = process.returncode == 0 and sha(process.stdout) == sha(data) and process.stderr == b""
+    print(f"cat {megabytes} MB (host -> guest -> host): {seconds:.2f} s wall, {rate(n, seconds, boot_seconds)} "
+          f"each way", flush=True)
+    if not report_only:
+        tally.check(f"cat {megabytes} MB through -i: sha256 of stdout equals stdin's", ok,
+                    f"exit {process.returncode}, {len(process.stdout)} bytes, stderr {process.stderr[-300:]!r}")
+    out, err = split_patterns(n)
+    process, seconds = timed([], ["split", str(n)])
+    ok = (process.returncode == 0 and sha(process.stdout) == sha(out) and sha(process.stderr) == sha(err))
+    print(f"split {megabytes} MB (guest -> host, stdout and stderr each): {seconds:.2f} s wall, "
+          f"{rate(2 * n, seconds, boot_seconds)} guest -> host in all", flush=True)
+    if not report_only:
+        tally.check(f"split {n}: stdout and stderr each {megabytes} MB, sha256 of each as the guest wrote it", ok,
+                    f"exit {process.returncode}, stdout {len(process.stdout)} bytes, stderr {len(process.stderr)}")
+
+
+def check_signals():
+    for guest_command, expected, name in ((["waitsig"], 143, "SIGTERM to ember -> guest killed by it: 143"),
+                                          (["waitsig", "trap"], 42, "SIGTERM trapped by the payload: exit 42")):
+        ember = Background(command([], guest_command, log_level="debug"))
+        ready = ember.wait_for("init_stub: running waitsig")
+        ember.process.send_signal(signal.SIGTERM)
+        code, log = ember.finish()
+        tally.check(name, ready and code == expected and "forwarding SIGTERM" in log and not ember.stdout,
+                    f"ready {ready}, exit {code}; log tail {log[-600:]}")
+    ember = Background(command(["--stop-timeout", "1"], ["ignoresig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running ignoresig")
+    start = time.monotonic()
+    ember.process.send_signal(signal.SIGTERM)
+    code, log = ember.finish()
+    tally.check("a guest ignoring SIGTERM gets SIGKILL after --stop-timeout 1: 137",
+                ready and code == 137 and "init_stub: signal 15" in log and "init_stub: signal 9" in log,
+                f"ready {ready}, exit {code} after {time.monotonic() - start:.1f}s; log tail {log[-600:]}")
+
+
+def check_spec():
+    env_file = os.path.join(work, "env-file")
+    with open(env_file, "w") as f:
+        f.write("# a comment\nC=3\nA=from-file\n")
+    result = ember_run(["-e", "A=1", "-e", "B=two words", "--env-file", env_file, "-w", "/work", "-u", "alice",
+                        "--name", "boxy"], ["env"])
+    try:
+        spec = json.loads(result.stdout)
+    except ValueError:
+        spec = {}
+    env = spec.get("env", [])
+    tally.check("env/-e/--env-file reach the spec in order (file after -e), HOSTNAME, HOME and PATH added",
+                result.returncode == 0 and "A=from-file" in env and "B=two words" in env and "C=3" in env
+                and "HOSTNAME=boxy" in env and "HOME=/home/alice" in env
+                and any(e.startswith("PATH=") for e in env), result.describe() + f"\nenv {env}")
+    tally.check("-w, -u alice (1000:1000, groups from /etc/group), --name: cwd, uid/gid, hostname in the spec",
+                spec.get("cwd") == "/work" and spec.get("uid") == 1000 and spec.get("gid") == 1000
+                and 100 in spec.get("groups", []) and spec.get("hostname") == "boxy",
+                json.dumps({k: spec.get(k) for k in ("cwd", "uid", "gid", "groups", "hostname")}))
+    keys = {"version", "args", "env", "cwd", "uid", "gid", "groups", "hostname", "tty", "stdin", "rlimits", "root",
+            "scratch", "mounts", "network", "stop_signal"}
+    tally.check("the spec has every key of protocol.hpp, args as given, disks by serial",
+                set(spec) == keys and spec.get("args") == ["env"] and spec.get("stdin") is False
+                and spec.get("root", {}).get("serial") == "ember-root"
+                and spec.get("scratch", {}).get("serial") == "ember-scratch" and spec.get("network") is None,
+                f"keys {sorted(spec)}")
+    result = ember_run([], ["env"])
+    try:
+        spec = json.loads(result.stdout)
+    except ValueError:
+        spec = {}
+    tally.check("defaults: root, cwd /, a generated hostname ember-xxxxxx",
+                spec.get("uid") == 0 and spec.get("cwd") == "/" and str(spec.get("hostname", "")).startswith("ember-"),
+                result.describe())
+
+
+def check_scratch():
+    tally.check("no scratch disk left behind by the runs so far", scratch_files() == [], f"{scratch_files()}")
+    result = ember_run(["--keep"], ["exit", "0"])
+    kept = [line.split(" at ", 1)[1] for line in result.stderr.splitlines() if "scratch disk kept at" in line]
+    tally.check("--keep keeps the scratch disk and says where",
+                result.returncode == 0 and len(kept) == 1 and os.path.isfile(kept[0]), result.describe())
+    for path in kept:
+        os.unlink(path)
+
+
+def check_bad_input():
+    missing = os.path.join(work, "no-such-image")
+    cases = [
+        ("missing image", [], missing, ["exit", "0"], [missing]),
+        ("-e without '='", ["-e", "NOEQUALS"], ROOTFS, ["exit", "0"], ["-e", "NOEQUALS"]),
+        ("--memory nonsense", ["--memory", "lots"], ROOTFS, ["exit", "0"], ["--memory", "lots"]),
+        ("unknown -u user", ["-u", "mallory"], ROOTFS, ["exit", "0"], ["mallory"]),
+        ("no command", [], ROOTFS, [], ["command"]),
+        ("-v not supported yet", ["-v", f"{work}:/data"], ROOTFS, ["exit", "0"], ["-v"]),
+        ("relative -w", ["-w", "work"], ROOTFS, ["exit", "0"], ["-w"]),
+    ]
+    for name, args, image, guest_command, needles in cases:
+        line = [EMBER, "run", "--kernel", GUEST, *args, image] + (["--", *guest_command] if guest_command else [])
+        result = common.run(line, 60, env=ENV)
+        lines = [text for text in result.stderr.splitlines() if text.strip()]
+        tally.check(f"bad input, {name}: non-zero exit, one line naming {needles}",
+                    result.returncode not in (0, None) and not result.timed_out and len(lines) == 1
+                    and all(needle in lines[0] for needle in needles) and result.stdout == "",
+                    result.describe())
+    tally.check("no scratch disk left behind by the failed runs", scratch_files() == [], f"{scratch_files()}")
+
+
+def main():
+    common.announce(2, "ember run's host side against the test guest playing ember-init")
+    make_rootfs()
+    try:
+        bare = []
+        for _ in range(3):
+            start = time.monotonic()
+            result = ember_run([], ["exit", "0"])
+            bare.append(time.monotonic() - start)
+        boot_seconds = min(bare)
+        print(f"`ember run -- exit 0` (prepare, boot, protocol, power-off): "
+              f"{', '.join(f'{s:.2f}' for s in bare)} s", flush=True)
+        check_streams()
+        check_bulk(10, boot_seconds)
+        check_signals()
+        check_spec()
+        check_scratch()
+        check_bad_input()
+        for megabytes in options.bench_mb:
+            check_bulk(megabytes, boot_seconds, report_only=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tally.finish()
+
+
+main()

@@ -1,0 +1,55 @@
+// The launch spec (kStart's payload, guest/protocol/protocol.hpp) and the docker rules for what
+// goes into it: the environment (image Env, then -e, then --env-file, later values winning;
+// HOSTNAME, HOME and a default PATH added as docker does), the working directory and the hostname.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ember::run {
+
+// docker's PATH for images that set none.
+inline constexpr const char* kDefaultPath =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// "K=V" from -e: one-line Error (naming the option) without '=' or with an empty key.
+void check_env_assignment(const std::string& assignment, const std::string& where);
+// The K=V lines of an --env-file: blank lines and '#' comments skipped; one-line Error naming
+// file:line for anything else without '='.
+std::vector<std::string> read_env_file(const std::filesystem::path& path);
+
+// Later assignments replace earlier ones of the same key in place; new keys are appended.
+std::vector<std::string> merge_env(std::span<const std::vector<std::string>> layers);
+// Adds HOSTNAME (first), HOME and PATH where the environment has none.
+std::vector<std::string> with_defaults(std::vector<std::string> env, const std::string& hostname,
+                                       const std::string& home);
+
+// --name as a hostname: 1-63 letters, digits, '-' (not first or last), '.', '_'; one-line Error.
+void check_name(const std::string& name);
+// "ember-" and 6 random hex digits.
+std::string random_hostname();
+
+struct LaunchSpec {
+  std::vector<std::string> args;
+  std::vector<std::string> env;
+  std::string cwd = "/";
+  uint32_t uid = 0, gid = 0;
+  std::vector<uint32_t> groups;
+  std::string hostname;
+  bool tty = false;
+  bool stdin_open = false;
+  std::string root_fstype = "erofs";
+  bool scratch = true;  // An ext4 scratch disk (else tmpfs holds the writable layer).
+  nlohmann::json mounts = nlohmann::json::array();
+  nlohmann::json network = nullptr;
+};
+
+// Every key of protocol.hpp's launch spec.
+nlohmann::json spec_json(const LaunchSpec& spec);
+
+}  // namespace ember::run
