@@ -38,8 +38,8 @@
 //   "version":  1
 //   "args":     ["sh", "-c", "exit 7"]            argv, already combined by docker's Entrypoint/Cmd rules;
 //                                                  args[0] is looked up in PATH of "env" when it has no '/'
-//   "env":      ["PATH=/usr/bin:/bin", "K=V"]     the payload's whole environment (image Env, then -e, then
-//                                                  --env-file; HOSTNAME and HOME added as docker does)
+//   "env":      ["PATH=/usr/bin:/bin", "K=V"]     the payload's whole environment (image Env, then
+//                                                  --env-file, then -e; HOSTNAME and HOME added as docker does)
 //   "cwd":      "/"                                working directory (created if missing, like docker)
 //   "uid": 0, "gid": 0, "groups": [0, 10]          numeric; ember resolves names from the image's /etc/passwd
 //                                                  and /etc/group before boot
@@ -48,7 +48,8 @@
 //   "stdin":    false                              true: kStdin frames follow; false: stdin is /dev/null
 //   "rlimits":  [{"resource": "nofile", "soft": 1048576, "hard": 1048576}]
 //                                                  resource names as in `ulimit`/docker: nofile, nproc,
-//                                                  core, stack, memlock, ...
+//                                                  core, stack, memlock, ...; 18446744073709551615
+//                                                  (RLIM_INFINITY) is unlimited
 //   "root":     {"serial": "ember-root", "fstype": "erofs"}
 //                                                  the image disk: the virtio-blk disk whose serial (GET_ID,
 //                                                  /sys/block/vdX/serial) is this; mounted read-only

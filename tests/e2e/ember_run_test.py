@@ -200,15 +200,18 @@ def check_spec():
     env_file = os.path.join(work, "env-file")
     with open(env_file, "w") as f:
         f.write("# a comment\nC=3\nA=from-file\n")
+    shared = os.path.join(work, "shared")
+    os.makedirs(shared, exist_ok=True)
     result = ember_run(["-e", "A=1", "-e", "B=two words", "--env-file", env_file, "-w", "/work", "-u", "alice",
-                        "--name", "boxy"], ["env"])
+                        "--name", "boxy", "-v", f"{shared}:/data", "-v", f"{shared}:/ro:ro",
+                        "--ulimit", "nofile=1024:4096", "--ulimit", "core=unlimited"], ["env"])
     try:
         spec = json.loads(result.stdout)
     except ValueError:
         spec = {}
     env = spec.get("env", [])
-    tally.check("env/-e/--env-file reach the spec in order (file after -e), HOSTNAME, HOME and PATH added",
-                result.returncode == 0 and "A=from-file" in env and "B=two words" in env and "C=3" in env
+    tally.check("env/--env-file/-e reach the spec in docker's order (-e wins), HOSTNAME, HOME and PATH added",
+                result.returncode == 0 and "A=1" in env and "A=from-file" not in env and "B=two words" in env and "C=3" in env
                 and "HOSTNAME=boxy" in env and "HOME=/home/alice" in env
                 and any(e.startswith("PATH=") for e in env), result.describe() + f"\nenv {env}")
     tally.check("-w, -u alice (1000:1000, groups from /etc/group), --name: cwd, uid/gid, hostname in the spec",
@@ -222,6 +225,15 @@ def check_spec():
                 and spec.get("root", {}).get("serial") == "ember-root"
                 and spec.get("scratch", {}).get("serial") == "ember-scratch" and spec.get("network") is None,
                 f"keys {sorted(spec)}")
+    mounts = spec.get("mounts", [])
+    tally.check("-v: one virtio-fs share per volume (tags ember-v0, ember-v1; :ro kept) in the spec's mounts",
+                mounts == [{"type": "virtiofs", "source": "ember-v0", "target": "/data", "readonly": False},
+                           {"type": "virtiofs", "source": "ember-v1", "target": "/ro", "readonly": True}],
+                json.dumps(mounts))
+    tally.check("--ulimit: the spec's rlimits (unlimited = RLIM_INFINITY)",
+                spec.get("rlimits") == [{"resource": "nofile", "soft": 1024, "hard": 4096},
+                                        {"resource": "core", "soft": 2**64 - 1, "hard": 2**64 - 1}],
+                json.dumps(spec.get("rlimits")))
     result = ember_run([], ["env"])
     try:
         spec = json.loads(result.stdout)
@@ -250,7 +262,9 @@ def check_bad_input():
         ("--memory nonsense", ["--memory", "lots"], ROOTFS, ["exit", "0"], ["--memory", "lots"]),
         ("unknown -u user", ["-u", "mallory"], ROOTFS, ["exit", "0"], ["mallory"]),
         ("no command", [], ROOTFS, [], ["command"]),
-        ("-v not supported yet", ["-v", f"{work}:/data"], ROOTFS, ["exit", "0"], ["-v"]),
+        ("-v of a missing directory", ["-v", f"{work}/nowhere:/data"], ROOTFS, ["exit", "0"], ["-v", "nowhere"]),
+        ("-v with a relative GUESTDIR", ["-v", f"{work}:data"], ROOTFS, ["exit", "0"], ["-v", "absolute"]),
+        ("--ulimit unknown resource", ["--ulimit", "bogus=1"], ROOTFS, ["exit", "0"], ["--ulimit", "bogus"]),
         ("relative -w", ["-w", "work"], ROOTFS, ["exit", "0"], ["-w"]),
     ]
     for name, args, image, guest_command, needles in cases:

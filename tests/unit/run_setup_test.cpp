@@ -242,6 +242,30 @@ TEST(RunSpec, EnvironmentLayersAndDefaults) {
   EXPECT_THROW(check_env_assignment("=V", "-e"), Error);
 }
 
+TEST(RunSpec, Volumes) {
+  TempDir temp;
+  const Volume rw = parse_volume(temp.path().string() + ":/data");
+  EXPECT_EQ(rw.host_dir, temp.path().string());
+  EXPECT_EQ(rw.guest_dir, "/data");
+  EXPECT_FALSE(rw.read_only);
+  EXPECT_TRUE(parse_volume(temp.path().string() + "/:/data:ro").read_only);
+  EXPECT_EQ(parse_volume(temp.path().string() + "/:/data:ro").host_dir, temp.path().string() + "/");
+  EXPECT_THROW(parse_volume(temp.path().string() + ":data"), Error);
+  EXPECT_THROW(parse_volume(temp.path().string() + "/missing:/data"), Error);
+  EXPECT_THROW(parse_volume("/data"), Error);
+}
+
+TEST(RunSpec, Ulimits) {
+  EXPECT_EQ(parse_ulimit("nofile=1024:4096"),
+            (nlohmann::json{{"resource", "nofile"}, {"soft", 1024}, {"hard", 4096}}));
+  EXPECT_EQ(parse_ulimit("nproc=64"), (nlohmann::json{{"resource", "nproc"}, {"soft", 64}, {"hard", 64}}));
+  EXPECT_EQ(parse_ulimit("core=unlimited")["hard"].get<uint64_t>(), ~uint64_t{0});
+  EXPECT_THROW(parse_ulimit("nofile"), Error);
+  EXPECT_THROW(parse_ulimit("bogus=1"), Error);
+  EXPECT_THROW(parse_ulimit("nofile=4096:1024"), Error);
+  EXPECT_THROW(parse_ulimit("nofile=lots"), Error);
+}
+
 TEST(RunSpec, EnvFile) {
   TempDir temp;
   write_file(temp.path() / "env", "# comment\n\nA=1\r\n  B=two words\n");

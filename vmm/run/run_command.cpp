@@ -122,6 +122,8 @@ struct Prepared {
   std::unique_ptr<ScratchDisk> scratch;
   std::unique_ptr<RunNetwork> network;
   std::vector<PortMapping> ports;
+  nlohmann::json mounts = nlohmann::json::array();
+  nlohmann::json rlimits = nlohmann::json::array();
 };
 
 // Everything before the VM: options checked, image prepared, spec, disks, initrd, kernel.
@@ -149,9 +151,14 @@ Prepared prepare(const RunOptions& options) {
   if (!options.name.empty()) check_name(options.name);
   if (!options.workdir.empty() && options.workdir.front() != '/')
     throw Error("-w " + options.workdir + ": the working directory must be an absolute path");
-  if (!options.volumes.empty())
-    throw Error("-v " + options.volumes.front() +
-                ": host directory sharing (virtio-fs) is not supported yet");
+  for (size_t i = 0; i < options.volumes.size(); ++i) {
+    const Volume volume = parse_volume(options.volumes[i]);
+    const std::string tag = "ember-v" + std::to_string(i);
+    machine.shares.push_back({volume.host_dir, tag, volume.read_only});
+    prepared.mounts.push_back({{"type", "virtiofs"}, {"source", tag}, {"target", volume.guest_dir},
+                               {"readonly", volume.read_only}});
+  }
+  for (const auto& text : options.ulimits) prepared.rlimits.push_back(parse_ulimit(text));
   if (options.net != "none" && options.net != "tap")
     throw Error("--net " + options.net + ": use none or tap");
   for (const auto& text : options.ports) prepared.ports.push_back(parse_port_mapping(text));
@@ -177,7 +184,8 @@ Prepared prepare(const RunOptions& options) {
   spec.gid = user.gid;
   spec.groups = user.groups;
   spec.hostname = options.name.empty() ? random_hostname() : options.name;
-  const std::vector<std::string> layers[] = {config.env, options.env, file_env};
+  // docker's order: the image's Env, then --env-file, then -e (the last word wins).
+  const std::vector<std::string> layers[] = {config.env, file_env, options.env};
   spec.env = with_defaults(merge_env(layers), spec.hostname, user.home);
   spec.cwd = !options.workdir.empty()      ? options.workdir
              : !config.working_dir.empty() ? config.working_dir
@@ -186,6 +194,8 @@ Prepared prepare(const RunOptions& options) {
   spec.stdin_open = options.interactive;
   spec.root_fstype = image_prepared.fstype;
   spec.scratch = true;
+  spec.mounts = prepared.mounts;
+  if (!prepared.rlimits.empty()) spec.rlimits = prepared.rlimits;
 
   prepared.scratch = std::make_unique<ScratchDisk>(
       cache / "scratch", spec.hostname + "-" + std::to_string(::getpid()));
@@ -399,14 +409,23 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
   auto* run = app.add_subcommand("run", "Run a container image in a microVM (like docker run)");
   run->add_option("--cpus", options.cpus, "number of vCPUs")->default_val(1);
   run->add_option("--memory,-m", options.memory, "guest RAM, e.g. 512M or 2G")->default_val("512M");
-  run->add_option("-e,--env", options.env, "set an environment variable K=V (repeatable)");
-  run->add_option("--env-file", options.env_files, "read K=V lines from a file (repeatable)");
+  run->add_option("-e,--env", options.env, "set an environment variable K=V (repeatable)")
+      ->allow_extra_args(false);
+  run->add_option("--env-file", options.env_files, "read K=V lines from a file (repeatable)")
+      ->allow_extra_args(false);
   run->add_option("-w,--workdir", options.workdir, "working directory inside the container");
   run->add_option("-u,--user", options.user, "UID[:GID] or NAME[:GROUP] from the image");
-  run->add_option("-v,--volume", options.volumes, "HOSTDIR:GUESTDIR[:ro] (repeatable)");
+  run->add_option("-v,--volume", options.volumes,
+                  "share a host directory, live and read-write (virtio-fs): HOSTDIR:GUESTDIR[:ro] "
+                  "(repeatable)")
+      ->allow_extra_args(false);
+  run->add_option("--ulimit", options.ulimits,
+                  "resource limit NAME=SOFT[:HARD], e.g. nofile=1024:4096 (repeatable)")
+      ->allow_extra_args(false);
   run->add_option("--net", options.net, "none (default) or tap")->default_val("none");
   run->add_option("-p,--publish", options.ports,
-                  "HOSTPORT:GUESTPORT (TCP, repeatable; needs --net tap)");
+                  "HOSTPORT:GUESTPORT (TCP, repeatable; needs --net tap)")
+      ->allow_extra_args(false);
   run->add_flag("-i,--interactive", options.interactive,
                 "keep stdin open and pass it to the container");
   run->add_flag("-t,--tty", options.tty, "give the container a terminal");
@@ -422,6 +441,7 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
   run->add_option("--kernel-args", options.kernel_args, "extra kernel command line arguments");
   run->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  // Repeatable options take one value each, so `-e A=1 IMAGE` never swallows IMAGE.
   // Options end at IMAGE: what follows is the container's command, dashes and all.
   run->prefix_command();
   run->callback([run, &options] { options.image_and_command = run->remaining(); });

@@ -23,6 +23,7 @@ struct RunOptions {
   std::string workdir;                 // -w
   std::string user;                    // -u
   std::vector<std::string> volumes;    // -v HOSTDIR:GUESTDIR[:ro]
+  std::vector<std::string> ulimits;    // --ulimit NAME=SOFT[:HARD]
   std::string net = "none";            // --net none|tap
   std::vector<std::string> ports;      // -p HOSTPORT:GUESTPORT
   bool interactive = false;            // -i

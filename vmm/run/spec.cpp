@@ -1,6 +1,9 @@
 #include "vmm/run/spec.hpp"
 
+#include <algorithm>
+#include <charconv>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "vmm/error.hpp"
@@ -90,6 +93,58 @@ std::string random_hostname() {
   return name;
 }
 
+Volume parse_volume(const std::string& text) {
+  const std::string usage = " (use -v HOSTDIR:GUESTDIR[:ro])";
+  std::string rest = text;
+  Volume volume;
+  if (rest.ends_with(":ro")) {
+    volume.read_only = true;
+    rest.resize(rest.size() - 3);
+  } else if (rest.ends_with(":rw")) {
+    rest.resize(rest.size() - 3);
+  }
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size())
+    throw Error("-v " + text + ": HOSTDIR and GUESTDIR are required" + usage);
+  volume.guest_dir = rest.substr(colon + 1);
+  if (volume.guest_dir.front() != '/')
+    throw Error("-v " + text + ": GUESTDIR must be an absolute path" + usage);
+  std::error_code error;
+  const std::filesystem::path host = std::filesystem::absolute(rest.substr(0, colon), error);
+  if (error || !std::filesystem::is_directory(host, error))
+    throw Error("-v " + text + ": " + rest.substr(0, colon) + " is not a directory");
+  volume.host_dir = host.lexically_normal().string();
+  return volume;
+}
+
+nlohmann::json parse_ulimit(const std::string& text) {
+  static constexpr const char* kNames[] = {"as",     "core",   "cpu",     "data",       "fsize",
+                                           "locks",  "memlock", "msgqueue", "nice",     "nofile",
+                                           "nproc",  "rss",    "rtprio",  "rttime",     "sigpending",
+                                           "stack"};
+  const std::string usage = " (use --ulimit NAME=SOFT[:HARD], e.g. nofile=1024:4096)";
+  const auto equals = text.find('=');
+  if (equals == std::string::npos) throw Error("--ulimit " + text + ": no '='" + usage);
+  const std::string name = text.substr(0, equals);
+  if (std::find_if(std::begin(kNames), std::end(kNames), [&](const char* known) { return name == known; }) ==
+      std::end(kNames))
+    throw Error("--ulimit " + text + ": unknown resource '" + name + "'" + usage);
+  const std::string values = text.substr(equals + 1);
+  const auto colon = values.find(':');
+  auto number = [&](const std::string& value) -> uint64_t {
+    if (value == "unlimited" || value == "-1") return std::numeric_limits<uint64_t>::max();  // RLIM_INFINITY
+    uint64_t parsed = 0;
+    auto [end, failure] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+    if (value.empty() || failure != std::errc() || end != value.data() + value.size())
+      throw Error("--ulimit " + text + ": '" + value + "' is not a number" + usage);
+    return parsed;
+  };
+  const uint64_t soft = number(values.substr(0, colon));
+  const uint64_t hard = colon == std::string::npos ? soft : number(values.substr(colon + 1));
+  if (soft > hard) throw Error("--ulimit " + text + ": the soft limit is above the hard limit");
+  return {{"resource", name}, {"soft", soft}, {"hard", hard}};
+}
+
 nlohmann::json spec_json(const LaunchSpec& spec) {
   return {
       {"version", 1},
@@ -102,8 +157,7 @@ nlohmann::json spec_json(const LaunchSpec& spec) {
       {"hostname", spec.hostname},
       {"tty", spec.tty},
       {"stdin", spec.stdin_open},
-      {"rlimits",
-       nlohmann::json::array({{{"resource", "nofile"}, {"soft", 1048576}, {"hard", 1048576}}})},
+      {"rlimits", spec.rlimits},
       {"root", {{"serial", "ember-root"}, {"fstype", spec.root_fstype}}},
       {"scratch", spec.scratch ? nlohmann::json{{"serial", "ember-scratch"}, {"fstype", "ext4"}}
                                : nlohmann::json(nullptr)},

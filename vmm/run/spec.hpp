@@ -1,5 +1,5 @@
 // The launch spec (kStart's payload, guest/protocol/protocol.hpp) and the docker rules for what
-// goes into it: the environment (image Env, then -e, then --env-file, later values winning;
+// goes into it: the environment (image Env, then --env-file, then -e, later values winning;
 // HOSTNAME, HOME and a default PATH added as docker does), the working directory and the hostname.
 #pragma once
 
@@ -47,7 +47,21 @@ struct LaunchSpec {
   bool scratch = true;  // An ext4 scratch disk (else tmpfs holds the writable layer).
   nlohmann::json mounts = nlohmann::json::array();
   nlohmann::json network = nullptr;
+  // nofile 1048576 as docker's default; --ulimit replaces the list.
+  nlohmann::json rlimits =
+      nlohmann::json::array({{{"resource", "nofile"}, {"soft", 1048576}, {"hard", 1048576}}});
 };
+
+// -v HOSTDIR:GUESTDIR[:ro]: HOSTDIR an existing directory (made absolute), GUESTDIR absolute.
+struct Volume {
+  std::string host_dir;
+  std::string guest_dir;
+  bool read_only = false;
+};
+Volume parse_volume(const std::string& text);
+
+// --ulimit NAME=SOFT[:HARD] (HARD defaults to SOFT; "unlimited" allowed) as a launch spec rlimit.
+nlohmann::json parse_ulimit(const std::string& text);
 
 // Every key of protocol.hpp's launch spec.
 nlohmann::json spec_json(const LaunchSpec& spec);
