@@ -67,6 +67,7 @@ class SerialLog {
     for (uint8_t byte : bytes) {
       if (byte == '\n' || line_.size() >= 1024) {
         spdlog::debug("guest: {}", line_);
+        if (line_.find_first_not_of(' ') != std::string::npos) last_line_ = line_;
         line_.clear();
       } else if (byte != '\r') {
         line_.push_back(byte >= 0x20 && byte != 0x7f ? static_cast<char>(byte) : '?');
@@ -77,8 +78,13 @@ class SerialLog {
     if (!line_.empty()) spdlog::debug("guest: {}", line_);
   }
 
+  // The guest console's last complete line (a panic's reason, ember-init's last word), so a
+  // failure can be explained without --log-level debug.
+  const std::string& last_line() const { return last_line_; }
+
  private:
   std::string line_;
+  std::string last_line_;
 };
 
 class Timer {
@@ -209,6 +215,8 @@ Prepared prepare(const RunOptions& options) {
   machine.kernel_path = kernel.kernel.string();
   machine.initrd_path = cached_initrd(ember_init, kernel.modules, cache).string();
   machine.cmdline = kernel_command_line(kernel, options.kernel_args);
+  // --log-level debug shows the guest kernel's whole log, not just what `quiet` lets through.
+  if (spdlog::should_log(spdlog::level::debug)) machine.cmdline += " loglevel=7";
   machine.tsc_khz_on_cmdline = true;
   machine.console = ConsoleKind::kVirtio;
   machine.console_input = -1;
@@ -365,7 +373,11 @@ class Conversation {
   bool stdin_started_ = false, stdin_watched_ = false, stdin_regular_ = false, stdin_done_ = false;
 };
 
-int report(const Session& session, const MachineExit& exit) {
+int report(const Session& session, const MachineExit& exit, const std::string& console_line) {
+  // Printed after the reasons below that come from the guest, to say what its console said last.
+  const std::string said =
+      console_line.empty() ? std::string(" (see --log-level debug)")
+                           : "; its console's last line: \"" + console_line + "\" (more with --log-level debug)";
   switch (session.state()) {
     case Session::State::kFinished:
       if (!session.message().empty())
@@ -388,13 +400,13 @@ int report(const Session& session, const MachineExit& exit) {
       std::fprintf(stderr, "ember: %s\n", exit.message.c_str());
       return 128 + exit.signal;
     case MachineExit::Kind::kGuestPanic:
-      std::fprintf(stderr, "ember: the guest kernel panicked %s (see --log-level debug)\n", when);
+      std::fprintf(stderr, "ember: the guest kernel panicked %s%s\n", when, said.c_str());
       break;
     case MachineExit::Kind::kPowerOff:
-      std::fprintf(stderr, "ember: the guest powered off %s\n", when);
+      std::fprintf(stderr, "ember: the guest powered off %s%s\n", when, said.c_str());
       break;
     case MachineExit::Kind::kReset:
-      std::fprintf(stderr, "ember: the guest reset %s\n", when);
+      std::fprintf(stderr, "ember: the guest reset %s%s\n", when, said.c_str());
       break;
     case MachineExit::Kind::kFailure:
       std::fprintf(stderr, "ember: %s\n", exit.message.c_str());
@@ -474,7 +486,7 @@ int run_container(const RunOptions& options) {
     const MachineExit exit = machine.run();
     terminal.reset();
     forwarder.reset();
-    const int status = report(conversation.session(), exit);
+    const int status = report(conversation.session(), exit, serial_log.last_line());
     if (options.keep)
       std::fprintf(stderr, "ember: scratch disk kept at %s\n", prepared.scratch->path().c_str());
     return status;
