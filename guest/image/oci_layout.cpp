@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "guest/image/text.hpp"
 #include "vmm/error.hpp"
 
 namespace ember::image {
@@ -37,23 +38,11 @@ constexpr std::array kLayerTypes = {
 
 template <size_t N>
 bool one_of(const std::string& value, const std::array<const char*, N>& allowed) {
-  return std::any_of(allowed.begin(), allowed.end(), [&](const char* type) { return value == type; });
+  return std::any_of(allowed.begin(), allowed.end(),
+                     [&](const char* type) { return value == type; });
 }
 
 // JSON library messages can quote raw input; keep Errors to one line.
-std::string one_line(std::string text) {
-  std::replace_if(text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return text;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw system_error("cannot read " + path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 json parse_json(const std::string& text, const std::string& name) {
   try {
     json document = json::parse(text);
@@ -84,21 +73,19 @@ Descriptor descriptor(const json& node, const std::string& name) {
 
 }  // namespace
 
-namespace {
-
-using DigestContext = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-
-DigestContext sha256_context() {
-  DigestContext context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!context || EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr) != 1)
+Sha256::Sha256() : context_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+  if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1)
     throw Error("sha256: cannot initialise OpenSSL digest");
-  return context;
 }
 
-std::string finish_hex(EVP_MD_CTX* context) {
+void Sha256::update(const void* data, size_t size) {
+  EVP_DigestUpdate(context_.get(), data, size);
+}
+
+std::string Sha256::hex() {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest;
   unsigned int length = 0;
-  EVP_DigestFinal_ex(context, digest.data(), &length);
+  EVP_DigestFinal_ex(context_.get(), digest.data(), &length);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
   for (unsigned int i = 0; i < length; ++i) {
@@ -108,37 +95,62 @@ std::string finish_hex(EVP_MD_CTX* context) {
   return hex;
 }
 
-}  // namespace
-
 std::string sha256_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw system_error("cannot read " + path.string());
-  DigestContext context = sha256_context();
+  Sha256 sha256;
   std::array<char, 1 << 16> buffer;
   while (in) {
     in.read(buffer.data(), buffer.size());
-    if (in.gcount() > 0) EVP_DigestUpdate(context.get(), buffer.data(), static_cast<size_t>(in.gcount()));
+    if (in.gcount() > 0) sha256.update(buffer.data(), static_cast<size_t>(in.gcount()));
   }
-  return finish_hex(context.get());
+  return sha256.hex();
 }
 
 std::string sha256_text(std::string_view text) {
-  DigestContext context = sha256_context();
-  EVP_DigestUpdate(context.get(), text.data(), text.size());
-  return finish_hex(context.get());
+  Sha256 sha256;
+  sha256.update(text.data(), text.size());
+  return sha256.hex();
 }
 
 namespace {
 
-// The index entry for this host: the only one, or linux/amd64 among several.
-const json& choose_manifest_entry(const json& index, const std::string& name) {
+constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
+
+std::string ref_name(const json& entry) {
+  if (!entry.is_object() || !entry.contains("annotations")) return {};
+  const json& annotations = entry["annotations"];
+  if (!annotations.is_object() || !annotations.contains(kRefNameAnnotation) ||
+      !annotations[kRefNameAnnotation].is_string())
+    return {};
+  return annotations[kRefNameAnnotation].get<std::string>();
+}
+
+// The index entry for this host: the one named `ref` (its org.opencontainers.image.ref.name, or
+// its digest "sha256:...") when a ref is given; else the only one, or linux/amd64 among several.
+const json& choose_manifest_entry(const json& index, const std::string& name,
+                                  const std::string& ref) {
   if (!index.contains("manifests") || !index["manifests"].is_array() || index["manifests"].empty())
     throw Error(name + ": no manifests");
   const json& manifests = index["manifests"];
+  if (!ref.empty()) {
+    std::string known;
+    for (const json& entry : manifests) {
+      const std::string entry_ref = ref_name(entry);
+      const bool digest_matches =
+          entry.is_object() && entry.contains("digest") && entry["digest"] == ref;
+      if (entry_ref == ref || digest_matches) return entry;
+      if (!entry_ref.empty()) known += (known.empty() ? "" : ", ") + entry_ref;
+    }
+    throw Error(name + ": no manifest named '" + one_line(ref) + "' (" +
+                (known.empty() ? std::string("it names none") : "it names " + one_line(known)) +
+                ")");
+  }
   if (manifests.size() == 1) return manifests.front();
   for (const json& entry : manifests) {
     const json platform = entry.value("platform", json::object());
-    if (platform.value("os", "") == "linux" && platform.value("architecture", "") == "amd64") return entry;
+    if (platform.value("os", "") == "linux" && platform.value("architecture", "") == "amd64")
+      return entry;
   }
   throw Error(name + ": no linux/amd64 manifest among " + std::to_string(manifests.size()));
 }
@@ -156,12 +168,14 @@ class Layout {
     bool valid = hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
                    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
                  });
-    if (!valid) throw Error("image " + root_.string() + ": unsupported digest '" + one_line(digest) + "'");
+    if (!valid)
+      throw Error("image " + root_.string() + ": unsupported digest '" + one_line(digest) + "'");
     fs::path path = root_ / "blobs" / "sha256" / hex;
     std::error_code error;
     if (!fs::is_regular_file(path, error))
       throw Error("image " + root_.string() + ": missing blob " + digest);
-    if (descriptor.size >= 0 && fs::file_size(path, error) != static_cast<uintmax_t>(descriptor.size))
+    if (descriptor.size >= 0 &&
+        fs::file_size(path, error) != static_cast<uintmax_t>(descriptor.size))
       throw Error("image " + root_.string() + ": blob " + digest + " has the wrong size");
     if (sha256_file(path) != hex)
       throw Error("image " + root_.string() + ": blob " + digest + " is corrupt (sha256 mismatch)");
@@ -173,12 +187,14 @@ class Layout {
   }
 
   // Follows nested indexes down to one image manifest.
-  Descriptor pick_manifest(const json& index, const std::string& name, int depth = 0) const {
+  // `ref` selects among the top index's entries only; nested indexes are chosen by platform.
+  Descriptor pick_manifest(const json& index, const std::string& name, const std::string& ref,
+                           int depth = 0) const {
     if (depth > 4) throw Error(name + ": image indexes nested too deeply");
-    const json* chosen = &choose_manifest_entry(index, name);
+    const json* chosen = &choose_manifest_entry(index, name, ref);
     Descriptor manifest = descriptor(*chosen, name);
     if (manifest.media_type == kOciIndex || manifest.media_type == kDockerManifestList)
-      return pick_manifest(blob_json(manifest), "index " + manifest.digest, depth + 1);
+      return pick_manifest(blob_json(manifest), "index " + manifest.digest, "", depth + 1);
     if (!one_of(manifest.media_type, kManifestTypes))
       throw Error(name + ": unsupported manifest media type '" + manifest.media_type + "'");
     return manifest;
@@ -207,8 +223,10 @@ std::string string_field(const json& config, const char* key, const std::string&
 
 }  // namespace
 
-std::string manifest_digest_from_index(const std::string& index_json, const std::string& name) {
-  const Descriptor entry = descriptor(choose_manifest_entry(parse_json(index_json, name), name), name);
+std::string manifest_digest_from_index(const std::string& index_json, const std::string& name,
+                                       const std::string& ref) {
+  const Descriptor entry =
+      descriptor(choose_manifest_entry(parse_json(index_json, name), name, ref), name);
   if (entry.media_type == kOciIndex || entry.media_type == kDockerManifestList) return {};
   return entry.digest;
 }
@@ -225,14 +243,16 @@ ImageConfig parse_image_config(const std::string& json_text, const std::string& 
   result.working_dir = string_field(config, "WorkingDir", name);
   result.user = string_field(config, "User", name);
   if (config.contains("ExposedPorts") && config["ExposedPorts"].is_object())
-    for (const auto& [port, unused] : config["ExposedPorts"].items()) result.exposed_ports.push_back(port);
+    for (const auto& [port, unused] : config["ExposedPorts"].items())
+      result.exposed_ports.push_back(port);
   std::sort(result.exposed_ports.begin(), result.exposed_ports.end());
   return result;
 }
 
-Image read_oci_layout(const fs::path& layout) {
+Image read_oci_layout(const fs::path& layout, const std::string& ref) {
   std::error_code error;
-  if (!fs::is_directory(layout, error)) throw Error("image " + layout.string() + ": no such directory");
+  if (!fs::is_directory(layout, error))
+    throw Error("image " + layout.string() + ": no such directory");
   if (!fs::is_regular_file(layout / "oci-layout", error))
     throw Error(layout.string() + " is not an OCI image layout (no oci-layout file)");
   json marker = parse_json(read_text(layout / "oci-layout"), (layout / "oci-layout").string());
@@ -243,7 +263,8 @@ Image read_oci_layout(const fs::path& layout) {
 
   Layout blobs(layout);
   std::string index_name = (layout / "index.json").string();
-  Descriptor manifest_descriptor = blobs.pick_manifest(parse_json(read_text(layout / "index.json"), index_name), index_name);
+  Descriptor manifest_descriptor = blobs.pick_manifest(
+      parse_json(read_text(layout / "index.json"), index_name), index_name, ref);
   std::string manifest_name = "manifest " + manifest_descriptor.digest;
   json manifest = blobs.blob_json(manifest_descriptor);
 

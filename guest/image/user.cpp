@@ -48,8 +48,8 @@ std::string read_optional(const std::filesystem::path& path) {
 
 }  // namespace
 
-ResolvedUser resolve_user(const std::string& user, const std::string& passwd_text, const std::string& group_text,
-                          const std::string& image_name) {
+ResolvedUser resolve_user(const std::string& user, const std::string& passwd_text,
+                          const std::string& group_text, const std::string& image_name) {
   ResolvedUser resolved;
   if (user.empty()) {
     resolved.groups = {0};
@@ -75,7 +75,9 @@ ResolvedUser resolve_user(const std::string& user, const std::string& passwd_tex
   } else {
     for (const auto& entry : users)
       if (entry[0] == user_part) account = &entry;
-    if (!account) throw Error("unknown user '" + user_part + "' in " + image_name + " (not in its /etc/passwd)");
+    if (!account)
+      throw Error("unknown user '" + user_part + "' in " + image_name +
+                  " (not in its /etc/passwd)");
     parse_id((*account)[2], uid);
   }
   resolved.uid = uid;
@@ -89,7 +91,8 @@ ResolvedUser resolve_user(const std::string& user, const std::string& passwd_tex
       for (const auto& entry : groups)
         if (entry[0] == group_part) group = &entry;
       if (!group)
-        throw Error("unknown group '" + group_part + "' in " + image_name + " (not in its /etc/group)");
+        throw Error("unknown group '" + group_part + "' in " + image_name +
+                    " (not in its /etc/group)");
       parse_id((*group)[2], resolved.gid);
     }
   }
@@ -98,8 +101,9 @@ ResolvedUser resolve_user(const std::string& user, const std::string& passwd_tex
     for (const auto& entry : groups) {
       if (entry.size() < 4) continue;
       for (const auto& member : split(entry[3], ','))
-        if (uint32_t gid; member == (*account)[0] && parse_id(entry[2], gid) &&
-                          std::find(resolved.groups.begin(), resolved.groups.end(), gid) == resolved.groups.end())
+        if (uint32_t gid;
+            member == (*account)[0] && parse_id(entry[2], gid) &&
+            std::find(resolved.groups.begin(), resolved.groups.end(), gid) == resolved.groups.end())
           resolved.groups.push_back(gid);
     }
   }
@@ -107,7 +111,8 @@ ResolvedUser resolve_user(const std::string& user, const std::string& passwd_tex
 }
 
 ResolvedUser resolve_user(const std::string& user, const PreparedImage& image) {
-  return resolve_user(user, read_optional(image.passwd), read_optional(image.group), "image " + image.reference);
+  return resolve_user(user.empty() ? image.config.user : user, read_optional(image.passwd),
+                      read_optional(image.group), "image " + image.reference);
 }
 
 }  // namespace ember::image

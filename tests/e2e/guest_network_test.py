@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import common
+from virtio_host import icmp_checksum
 
 PREFIX = "ember-gn-%d" % os.getpid()
 GUEST_MAC = "02:65:6d:00:00:07"
@@ -45,15 +46,6 @@ def run(command, check=True):
 
 def ip_json(namespace, *args):
     return json.loads(run(["ip", "-n", namespace, "-j"] + list(args)).stdout or "[]")
-
-
-def icmp_checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
 
 
 def ping_helper(address):

@@ -5,7 +5,9 @@ in the cache (EMBER_CACHE): converted on the first run, cached on the second (th
 no progress lines), the same digest for an OCI layout and its oci-archive, the right content
 (whiteouts and opaque directories applied, files byte-identical, owners and modes kept; read back
 with `fsck.erofs --extract`), progress lines with EMBER_PROGRESS=1; and one-line errors for a
-corrupt tar, a missing path, a truncated layer blob and a layer that names ../escape.
+corrupt tar, a missing path, a truncated layer blob and a layer that names ../escape. IMAGE:REF
+selects by OCI ref name / docker RepoTags; a layer over 64 MiB shows progress unasked. MEASURE
+lines give each form's first and cached run times and disk sizes (information, never asserted).
 
 usage: image_test.py EMBER"""
 import os
@@ -166,6 +168,7 @@ tally.check("images.py builds the test images", True)
 
 digests = {}
 trees = {}
+measures = []
 for image_name, forms in built.items():
     for form in FORMS:
         name = f"{image_name} {form}"
@@ -176,8 +179,12 @@ for image_name, forms in built.items():
                          first.returncode == 0 and fields.get("state") == "converted" and
                          fields.get("digest", "").startswith("sha256:") and os.path.isfile(disk),
                          first.describe())
-        tally.check(f"{name}: EMBER_PROGRESS=1 shows 'ember: ' progress lines on the first run",
-                    first.returncode == 0 and len(progress_lines(first)) > 0,
+        lines = progress_lines(first)
+        expected = ["ember: building erofs image ("] + \
+            ([] if form == "rootfs" else [f"ember: converting {forms[form]}: layer 1/"])
+        tally.check(f"{name}: EMBER_PROGRESS=1 shows progress lines on the first run ({expected})",
+                    first.returncode == 0 and
+                    all(any(line.startswith(e) for line in lines) for e in expected),
                     f"exit {first.returncode}, stderr {first.stderr!r}")
         if not ok:
             continue
@@ -198,6 +205,8 @@ for image_name, forms in built.items():
                     (before.st_ino, before.st_mtime_ns))
         tally.check(f"{name}: second run prints no progress lines", not progress_lines(second),
                     f"stderr {second.stderr!r}")
+        measures.append(f"{name}: first run {first.seconds:.2f} s, cached run {second.seconds:.3f} s, "
+                        f"disk {int(fields['size']) / 1048576:.2f} MiB")
         root = extract(disk, f"{image_name}-{form}")
         if root:
             trees[(image_name, form)] = listing(root)
@@ -214,6 +223,22 @@ for image_name, forms in built.items():
                 digests.get((image_name, "oci")) == digests.get((image_name, "oci-archive")),
                 f"{digests.get((image_name, 'oci'))} vs {digests.get((image_name, 'oci-archive'))}")
 
+for line in measures:
+    print(f"MEASURE {line}", flush=True)
+
+# IMAGE:REF picks an image by its OCI ref name or docker RepoTags.
+for image_name, form, ref in (("busybox", "oci", "latest"), ("busybox", "oci-archive", "latest"),
+                              ("busybox", "docker-archive", f"ember-test/busybox:latest")):
+    reference = f"{built[image_name][form]}:{ref}"
+    result, fields = prepare(reference, os.path.join(work, f"cache-{image_name}-{form}"))
+    tally.check(f"{image_name} {form} as {os.path.basename(reference)}: the cached disk of its form",
+                result.returncode == 0 and fields.get("state") == "cached" and
+                fields.get("digest") == digests.get((image_name, form)), result.describe())
+expect_error("OCI layout with an unknown ref", built["busybox"]["oci"] + ":no-such-tag",
+             ["no manifest named 'no-such-tag'", "latest"])
+expect_error("docker-archive with an unknown tag", built["busybox"]["docker-archive"] + ":other:v1",
+             ["no image tagged 'other:v1'"])
+
 # One cache shared by the OCI layout and its oci-archive: the archive finds the layout's disk.
 shared_cache = os.path.join(work, "cache-shared")
 prepare(built["busybox"]["oci"], shared_cache)
@@ -225,6 +250,22 @@ result, fields = prepare(built["dynamic"]["oci"], os.path.join(work, "cache-quie
 tally.check("without EMBER_PROGRESS a small conversion is silent on stderr",
             result.returncode == 0 and fields.get("state") == "converted" and not result.stderr.strip(),
             result.describe())
+
+# A large image (over 64 MiB of layers) shows progress without EMBER_PROGRESS.
+large = os.path.join(work, "large-oci")
+images.write_oci_layout(large, [[images.file_entry("big", bytes(65 << 20))]], {"Cmd": ["sh"]},
+                        compress=False)
+result, fields = prepare(large, os.path.join(work, "cache-large"))
+tally.check("a 65 MiB layer shows progress lines without EMBER_PROGRESS",
+            result.returncode == 0 and fields.get("state") == "converted" and
+            any(line.startswith(f"ember: converting {large}: layer 1/1 (65.0 MiB)")
+                for line in progress_lines(result)) and
+            any(line.startswith("ember: building erofs image (1 file)") for line in progress_lines(result)),
+            result.describe())
+print(f"MEASURE large (65 MiB of zeros, one uncompressed layer): first run {result.seconds:.2f} s, "
+      f"disk {int(fields.get('size', 0)) / 1048576:.2f} MiB", flush=True)
+shutil.rmtree(large, ignore_errors=True)
+shutil.rmtree(os.path.join(work, "cache-large"), ignore_errors=True)
 
 # --- errors -----------------------------------------------------------------------------------------
 random.seed(11)

@@ -37,6 +37,7 @@ DYNAMIC_PROGRAM = "/usr/bin/sha256sum"
 PROBE_TEXT = b"ember dynamic image probe\n"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+UNCOMPRESSED_LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -117,17 +118,20 @@ def _canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_oci_layout(layout, layers, config, ref="latest"):
+def write_oci_layout(layout, layers, config, ref="latest", compress=True):
     """Writes an OCI image layout at `layout` (replacing it): `layers` is a list of entry lists,
-    lowest first; `config` the image's runtime config (Cmd, Env, ...). Returns the manifest
-    digest ("sha256:<hex>")."""
+    lowest first; `config` the image's runtime config (Cmd, Env, ...); layers gzip-compressed
+    unless `compress` is false. Returns the manifest digest ("sha256:<hex>")."""
     shutil.rmtree(layout, ignore_errors=True)
     os.makedirs(os.path.join(layout, "blobs", "sha256"))
     descriptors, diff_ids, history = [], [], []
     for number, entries in enumerate(layers):
         raw = layer_tar(entries)
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        descriptors.append({"mediaType": LAYER_MEDIA_TYPE, **_put_blob(layout, _gzip(raw))})
+        if compress:
+            descriptors.append({"mediaType": LAYER_MEDIA_TYPE, **_put_blob(layout, _gzip(raw))})
+        else:
+            descriptors.append({"mediaType": UNCOMPRESSED_LAYER_MEDIA_TYPE, **_put_blob(layout, raw)})
         history.append({"created": CREATED, "created_by": f"ember tests/e2e/images.py layer {number}"})
     image_config = {
         "created": CREATED,
