@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Tier 2: ember's virtio devices (virtio-blk, virtio-rng, virtio-console, virtio-net) driven by the ember
-test guest's own virtio drivers (tests/guest/virtio*, test.virtio=pci|mmio), over both transports
+"""Tier 2: ember's virtio devices (virtio-blk, virtio-rng, virtio-console, virtio-net, virtio-fs) driven by the
+ember test guest's own virtio drivers (tests/guest/virtio*, test.virtio=pci|mmio), over both transports
 (`--transport pci` and `--transport mmio`).
 
 For each transport:
@@ -13,11 +13,16 @@ For each transport:
   writable one, everything else unchanged, the read-only one byte-for-byte unchanged (SHA-256).
 - one boot with `test.console.rx=1`: a line written to ember's stdin after `console ready-for-input` must
   reach the guest through hvc0 (`console_rx got <line>`).
+- two boots with `--share DIR:emberfs` (virtio-fs served by virtiofsd) and `test.fs.tag=emberfs`: the guest
+  checks the tag, FUSE_INIT, reads DIR/hello.txt (LOOKUP, OPEN, READ; `fs_read content=` must be the
+  file), FORGETs on the high-priority queue and creates and writes from-guest.txt, which must then be on
+  the host with the guest's text; then `--share DIR:emberfs:ro` with `test.fs.ro=1`: the guest's CREATE
+  must fail (EROFS/EACCES) and nothing may appear in DIR.
 Every boot: ember exits 0 (the guest powers off), nothing on stderr, no FAIL lines, RESULT fail=0.
 Nothing is sent outside the namespace; the namespace is deleted at the end, always.
 
 usage: ember_virtio_test.py EMBER GUEST_ELF [--transport pci|mmio]... [--tx-mb N] [--keep-output]
-Run as root (/dev/kvm, network namespaces, tap).
+Run as root (/dev/kvm, network namespaces, tap, virtiofsd's sandbox).
 """
 import argparse
 import hashlib
@@ -43,6 +48,9 @@ DISK1_BYTES = 2 << 20
 CONSOLE_BYTES = 1 << 20
 CONSOLE_RX_BYTES = 4096
 CONSOLE_INPUT = "hello-ember-hvc0"
+FS_TAG = "emberfs"
+FS_HOST_TEXT = "hello from the host, shared through ember's virtio-fs"
+FS_GUEST_TEXT = "written by the ember test guest through virtio-fs"  # kFsGuestText in tests/guest/virtio_fs.hpp
 # MiB the guest sends over UDP: 100 MiB took 1-1.4 s of guest time (75-110 MB/s) on the emulating-KVM
 # development hosts, both transports, with the host receiving and checking every datagram.
 TX_MB = 100
@@ -341,6 +349,54 @@ def run_console_rx(ember, elf, transport, keep):
         dump(lines, stderr, keep)
 
 
+def run_share(ember, elf, transport, workdir, read_only, keep):
+    """virtio-fs: a host directory through virtiofsd; the guest reads hello.txt and writes from-guest.txt."""
+    name = f"{transport}-share{'-ro' if read_only else ''}"
+    failed_before = tally.failed
+    share = tempfile.mkdtemp(prefix=f"share-{transport}-", dir=workdir)
+    with open(os.path.join(share, "hello.txt"), "w") as f:
+        f.write(FS_HOST_TEXT)
+    cmdline = f"console=ttyS0 test.virtio={transport} test.fs.tag={FS_TAG}" + (" test.fs.ro=1" if read_only else "")
+    command = [ember, "boot", "--kernel", elf, "--cmdline", cmdline, "--transport", transport,
+               "--share", f"{share}:{FS_TAG}" + (":ro" if read_only else "")]
+    session = Ember(command)
+    try:
+        code, seconds = session.finish()
+    finally:
+        if session.process.poll() is None:
+            os.killpg(session.process.pid, signal.SIGKILL)
+            session.process.wait()
+    lines = text_lines(session.stdout)
+    stderr = session.stderr.decode(errors="replace")
+    check_common(name, code, seconds, lines, stderr)
+    expect_line(name, lines, f"virtio_{transport} finds rng and the virtio-fs device (devices=2)",
+                f"CHECK virtio_{transport} ok devices=2 ")
+    expect_line(name, lines, "fs: the config tag is the --share tag", f"CHECK fs_tag ok tag={FS_TAG} ")
+    expect_line(name, lines, "fs: FUSE_INIT answered with major 7", "CHECK fs_init ok major=7 ")
+    expect_line(name, lines, "fs: LOOKUP/OPEN/READ of hello.txt", f"CHECK fs_read ok bytes={len(FS_HOST_TEXT)} ")
+    expect_line(name, lines, "fs: the guest read hello.txt's content", "fs_read content=" + FS_HOST_TEXT, exact=True)
+    expect_line(name, lines, "fs: FUSE_FORGET on the high-priority queue", "CHECK fs_forget ok queue=0 ")
+    with open(os.path.join(share, "hello.txt")) as f:
+        tally.check(f"{name}: hello.txt unchanged on the host", f.read() == FS_HOST_TEXT)
+    written = os.path.join(share, "from-guest.txt")
+    if read_only:
+        expect_line(name, lines, "fs: CREATE refused on the read-only share", "CHECK fs_ro ok create_error=")
+        left = sorted(os.listdir(share))
+        tally.check(f"{name}: nothing written to the host directory", left == ["hello.txt"], f"directory holds {left}")
+    else:
+        expect_line(name, lines, "fs: CREATE/WRITE/FLUSH/RELEASE of from-guest.txt",
+                    f"CHECK fs_write ok bytes={len(FS_GUEST_TEXT)} ")
+        content = None
+        if os.path.exists(written):
+            with open(written, "rb") as f:
+                content = f.read()
+        tally.check(f"{name}: from-guest.txt is on the host with the guest's text",
+                    content == FS_GUEST_TEXT.encode(), "missing" if content is None else f"content {content[:200]!r}")
+    print(f"     {name}: {seconds:.2f}s wall", flush=True)
+    if keep or tally.failed > failed_before:
+        dump(lines, stderr, keep)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ember")
@@ -372,6 +428,8 @@ def main():
         for transport in options.transport or ("pci", "mmio"):
             run_main_boot(ember, elf, transport, workdir, options.tx_mb, error is None, options.keep_output)
             run_console_rx(ember, elf, transport, options.keep_output)
+            for read_only in (False, True):
+                run_share(ember, elf, transport, workdir, read_only, options.keep_output)
     finally:
         delete_namespace(NAMESPACE)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -9,6 +9,7 @@
 #include "virtio_bench.hpp"
 #include "virtio_blk.hpp"
 #include "virtio_console.hpp"
+#include "virtio_fs.hpp"
 #include "virtio_mmio.hpp"
 #include "virtio_net.hpp"
 #include "virtio_pci.hpp"
@@ -68,7 +69,9 @@ void run_virtio_checks(const BootInfo& boot, uint32_t bsp_apic_id) {
 
     uint64_t seed = kDefaultBlkSeed;
     cmdline_number(boot.cmdline, "test.blk.seed", seed);
-    const uint32_t order[] = {virtio::kDeviceEntropy, virtio::kDeviceBlock, virtio::kDeviceConsole, virtio::kDeviceNet};
+    const uint32_t order[] = {virtio::kDeviceEntropy, virtio::kDeviceBlock, virtio::kDeviceConsole, virtio::kDeviceNet,
+                              virtio::kDeviceFs};
+    uint32_t fs_devices = 0;
     for (uint32_t type : order) {
         uint32_t number = 0;
         for (uint32_t i = 0; i < count; ++i) {
@@ -78,9 +81,11 @@ void run_virtio_checks(const BootInfo& boot, uint32_t bsp_apic_id) {
             if (type == virtio::kDeviceBlock) virtio::check_blk(d, number, seed);
             if (type == virtio::kDeviceConsole) virtio::check_console(d, number, boot);
             if (type == virtio::kDeviceNet) virtio::check_net(d, number, boot);
+            if (type == virtio::kDeviceFs) virtio::check_fs(d, fs_devices++, boot);
             ++number;
         }
     }
+    if (fs_devices == 0 && virtio::fs_requested(boot)) check_fail("fs_tag", "test.fs.tag= given, no virtio-fs device");
     print("ember-test-guest: virtio checks took %lu us\n", elapsed_us(start));
 }
 
