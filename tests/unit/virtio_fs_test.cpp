@@ -710,10 +710,20 @@ class EdgeCounter : public InterruptLine {
     std::lock_guard lock(mutex_);
     return edges_;
   }
+  // `done` reads transport registers, which take the transport's lock; the interrupt is raised
+  // with that lock held, so `done` runs without this counter's lock (no lock-order inversion).
   template <typename Done>
   bool wait(int after, Done done) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, kPatience, [&] { return edges_ > after && done(); });
+    const auto deadline = std::chrono::steady_clock::now() + kPatience;
+    while (true) {
+      {
+        std::unique_lock lock(mutex_);
+        if (!changed_.wait_until(lock, deadline, [&] { return edges_ > after; })) return false;
+      }
+      if (done()) return true;
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
  private:
