@@ -455,6 +455,10 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   // Repeatable options take one value each, so `-e A=1 IMAGE` never swallows IMAGE.
   // Options end at IMAGE: what follows is the container's command, dashes and all.
+  run->footer(
+      "IMAGE [-- CMD ARGS...]: an OCI image layout directory, an oci-archive or docker-archive tar, or a\n"
+      "root filesystem directory; CMD replaces the image's Cmd (appended to its Entrypoint), as in docker.\n"
+      "Exit status: the command's (128+N if killed by signal N); 125 if ember, the VM or ember-init failed.");
   run->prefix_command();
   run->callback([run, &options] { options.image_and_command = run->remaining(); });
   return run;
