@@ -71,6 +71,8 @@ def emulating_host_boot(work, built):
     tally.check("ember exits 125 and says the guest kernel died before ember-init started",
                 result.returncode == 125 and last[0].startswith("ember: the guest kernel panicked before"),
                 result.describe())
+    tally.check("... quoting the kernel's panic line (not the backtrace after it)",
+                "Kernel panic - not syncing" in last[0], last[0])
     scratch = os.path.join(cache, "scratch")
     left = os.listdir(scratch) if os.path.isdir(scratch) else []
     tally.check("no scratch disk left behind (--rm is the default)", left == [], str(left))

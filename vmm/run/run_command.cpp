@@ -68,6 +68,8 @@ class SerialLog {
       if (byte == '\n' || line_.size() >= 1024) {
         spdlog::debug("guest: {}", line_);
         if (line_.find_first_not_of(' ') != std::string::npos) last_line_ = line_;
+        if (panic_line_.empty() && line_.find("Kernel panic - not syncing") != std::string::npos)
+          panic_line_ = line_;
         line_.clear();
       } else if (byte != '\r') {
         line_.push_back(byte >= 0x20 && byte != 0x7f ? static_cast<char>(byte) : '?');
@@ -78,13 +80,15 @@ class SerialLog {
     if (!line_.empty()) spdlog::debug("guest: {}", line_);
   }
 
-  // The guest console's last complete line (a panic's reason, ember-init's last word), so a
-  // failure can be explained without --log-level debug.
-  const std::string& last_line() const { return last_line_; }
+  // What explains a failure without --log-level debug: the kernel's panic line if there was one
+  // (the lines after it are a backtrace), else the console's last complete line (ember-init's last
+  // word, say).
+  const std::string& telling_line() const { return panic_line_.empty() ? last_line_ : panic_line_; }
 
  private:
   std::string line_;
   std::string last_line_;
+  std::string panic_line_;
 };
 
 class Timer {
@@ -377,7 +381,7 @@ int report(const Session& session, const MachineExit& exit, const std::string& c
   // Printed after the reasons below that come from the guest, to say what its console said last.
   const std::string said =
       console_line.empty() ? std::string(" (see --log-level debug)")
-                           : "; its console's last line: \"" + console_line + "\" (more with --log-level debug)";
+                           : "; its console: \"" + console_line + "\" (more with --log-level debug)";
   switch (session.state()) {
     case Session::State::kFinished:
       if (!session.message().empty())
@@ -490,7 +494,7 @@ int run_container(const RunOptions& options) {
     const MachineExit exit = machine.run();
     terminal.reset();
     forwarder.reset();
-    const int status = report(conversation.session(), exit, serial_log.last_line());
+    const int status = report(conversation.session(), exit, serial_log.telling_line());
     if (options.keep)
       std::fprintf(stderr, "ember: scratch disk kept at %s\n", prepared.scratch->path().c_str());
     return status;
