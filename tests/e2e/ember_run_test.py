@@ -14,14 +14,18 @@ Then the protocol throughput of ember's host side against the test guest (printe
 usage: ember_run_test.py EMBER GUEST_ELF [--bench-mb N]...
 Run as root (/dev/kvm)."""
 import argparse
+import fcntl
 import hashlib
 import json
 import os
+import pty
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -196,6 +200,37 @@ def check_signals():
                 f"ready {ready}, exit {code} after {time.monotonic() - start:.1f}s; log tail {log[-600:]}")
 
 
+def check_tty():
+    """-t -i with a terminal as stdin: kResize carries its size, its mode is restored at exit."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    before = termios.tcgetattr(slave)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command(["-t", "-i"], ["waitsig"], log_level="debug"), stdin=slave,
+                                   stdout=out, stderr=err, start_new_session=True, env=ENV)
+        deadline = time.monotonic() + TIMEOUT_S
+        resized = False
+        while time.monotonic() < deadline and process.poll() is None and not resized:
+            time.sleep(0.05)
+            err.seek(0)
+            resized = b"init_stub: resize rows=33 cols=101" in err.read()
+        raw_while_running = termios.tcgetattr(slave) != before
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            code = process.wait()
+        err.seek(0)
+        log = err.read().decode(errors="replace")
+    after = termios.tcgetattr(slave)
+    os.close(master)
+    os.close(slave)
+    tally.check("-t -i on a terminal: the guest is told its size (kResize 33x101)", resized, log[-600:])
+    tally.check("-t -i: the host terminal is raw while ember runs and restored at exit",
+                raw_while_running and after == before and code == 143, f"exit {code}")
+
+
 def check_spec():
     env_file = os.path.join(work, "env-file")
     with open(env_file, "w") as f:
@@ -293,6 +328,7 @@ def main():
         check_streams()
         check_bulk(10, boot_seconds)
         check_signals()
+        check_tty()
         check_spec()
         check_scratch()
         check_bad_input()

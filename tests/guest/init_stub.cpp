@@ -161,7 +161,12 @@ void on_frame(uint8_t type, const uint8_t* payload, uint32_t length) {
         case proto::kSignal:
             if (length == 4 && host.signal_head - host.signal_tail < 16) host.signals[host.signal_head++ % 16] = proto::get_u32(payload);
             return;
-        default:  // kResize: nothing to resize
+        case proto::kResize:  // nothing to resize: reported for the host test
+            if (length == 4)
+                print("ember-test-guest: init_stub: resize rows=%u cols=%u\n", proto::get_u16(payload),
+                      proto::get_u16(payload + 2));
+            return;
+        default:
             return;
     }
 }
