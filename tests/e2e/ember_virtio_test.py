@@ -97,6 +97,12 @@ class Ember:
         with self.lock:
             return marker in self.stdout
 
+    def kill_if_running(self):
+        """However a test ends, no ember is left behind."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def finish(self):
         """Waits for ember (the rest of BOOT_TIMEOUT_S); returns (exit code or None, seconds)."""
         try:
@@ -229,9 +235,7 @@ def run_main_boot(ember, elf, transport, workdir, tx_mb, net_ok, keep):
                 net_problem = "the guest never said `net ready`"
         code, seconds = session.finish()
     finally:
-        if session.process.poll() is None:
-            os.killpg(session.process.pid, signal.SIGKILL)
-            session.process.wait()
+        session.kill_if_running()
     stdout = bytes(session.stdout)
     stderr = session.stderr.decode(errors="replace")
 
@@ -332,9 +336,7 @@ def run_console_rx(ember, elf, transport, keep):
         got = session.wait_for("console_rx got " + CONSOLE_INPUT, 25)
         code, seconds = session.finish()
     finally:
-        if session.process.poll() is None:
-            os.killpg(session.process.pid, signal.SIGKILL)
-            session.process.wait()
+        session.kill_if_running()
     stdout = bytes(session.stdout)
     stderr = session.stderr.decode(errors="replace")
     how, rest, problem = split_console(stdout, console_pattern(CONSOLE_RX_BYTES))
@@ -363,9 +365,7 @@ def run_share(ember, elf, transport, workdir, read_only, keep):
     try:
         code, seconds = session.finish()
     finally:
-        if session.process.poll() is None:
-            os.killpg(session.process.pid, signal.SIGKILL)
-            session.process.wait()
+        session.kill_if_running()
     lines = text_lines(session.stdout)
     stderr = session.stderr.decode(errors="replace")
     check_common(name, code, seconds, lines, stderr)
