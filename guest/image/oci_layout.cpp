@@ -95,6 +95,16 @@ std::string Sha256::hex() {
   return hex;
 }
 
+std::string digest_hex(const std::string& digest, const std::string& name) {
+  constexpr std::string_view kPrefix = "sha256:";
+  std::string hex = digest.starts_with(kPrefix) ? digest.substr(kPrefix.size()) : "";
+  bool valid = hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
+                 return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+               });
+  if (!valid) throw Error(name + ": unsupported digest '" + one_line(digest) + "'");
+  return hex;
+}
+
 std::string sha256_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw system_error("cannot read " + path.string());
@@ -163,13 +173,7 @@ class Layout {
   // path, so a hostile index cannot name files outside blobs/sha256/.
   fs::path blob(const Descriptor& descriptor) const {
     const std::string& digest = descriptor.digest;
-    constexpr std::string_view kPrefix = "sha256:";
-    std::string hex = digest.starts_with(kPrefix) ? digest.substr(kPrefix.size()) : "";
-    bool valid = hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
-                   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-                 });
-    if (!valid)
-      throw Error("image " + root_.string() + ": unsupported digest '" + one_line(digest) + "'");
+    const std::string hex = digest_hex(digest, "image " + root_.string());
     fs::path path = root_ / "blobs" / "sha256" / hex;
     std::error_code error;
     if (!fs::is_regular_file(path, error))

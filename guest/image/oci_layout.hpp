@@ -48,6 +48,10 @@ Image read_oci_layout(const std::filesystem::path& layout, const std::string& re
 std::string manifest_digest_from_index(const std::string& index_json, const std::string& name,
                                        const std::string& ref = "");
 
+// "sha256:<64 lowercase hex>" -> the hex; anything else is a one-line Error "<name>: unsupported
+// digest '...'", before a digest ever becomes a path.
+std::string digest_hex(const std::string& digest, const std::string& name);
+
 // The sha256 of a file's contents as 64 lowercase hex digits.
 std::string sha256_file(const std::filesystem::path& path);
 std::string sha256_text(std::string_view text);

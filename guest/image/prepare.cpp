@@ -37,17 +37,6 @@ void write_text(const fs::path& path, const std::string& text) {
   if (!out.flush()) throw system_error("cannot write " + path.string());
 }
 
-// "sha256:<64 hex>" -> the hex; anything else is refused before it becomes a path.
-std::string digest_hex(const std::string& digest, const std::string& name) {
-  constexpr std::string_view kPrefix = "sha256:";
-  std::string hex = digest.starts_with(kPrefix) ? digest.substr(kPrefix.size()) : "";
-  bool valid = hex.size() == 64 && std::all_of(hex.begin(), hex.end(), [](char c) {
-                 return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-               });
-  if (!valid) throw Error(name + ": unsupported digest '" + one_line(digest) + "'");
-  return hex;
-}
-
 // A relative path from an archive's manifest, checked to stay inside `root`.
 fs::path inside(const fs::path& root, const std::string& relative, const std::string& name) {
   fs::path path(relative);

@@ -1,6 +1,5 @@
 #include "vmm/run/initrd.hpp"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "guest/image/oci_layout.hpp"
 #include "vmm/error.hpp"
 #include "vmm/run/cpio.hpp"
 
@@ -43,30 +43,10 @@ std::string trim(const std::string& text) {
   return text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
 }
 
-class Sha256 {
- public:
-  Sha256() : context_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!context_ || EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) != 1)
-      throw Error("sha256: OpenSSL digest unavailable");
-  }
-  void update(std::span<const uint8_t> bytes) {
-    EVP_DigestUpdate(context_.get(), bytes.data(), bytes.size());
-  }
-  void update(const std::string& text) {
-    update(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size() + 1));
-  }
-  std::string hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(context_.get(), digest, &length);
-    std::string text;
-    for (unsigned int i = 0; i < length; ++i) text += fmt::format("{:02x}", digest[i]);
-    return text;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> context_;
-};
+// Feeds one key part to the initrd's cache key; a string goes with its terminating NUL so that
+// adjacent parts cannot run into each other.
+void add_to_key(image::Sha256& key, const std::string& text) { key.update(text.c_str(), text.size() + 1); }
+void add_to_key(image::Sha256& key, std::span<const uint8_t> bytes) { key.update(bytes.data(), bytes.size()); }
 
 }  // namespace
 
@@ -145,13 +125,13 @@ fs::path cached_initrd(const fs::path& ember_init, const std::optional<fs::path>
   if (init_bytes.empty()) throw Error("ember-init " + ember_init.string() + ": file is empty");
   std::vector<std::string> modules;
   if (release_dir) modules = modules_in_load_order(*release_dir, kGuestModules);
-  Sha256 key;
-  key.update("ember-initrd-v1");
-  key.update(init_bytes);
-  if (release_dir) key.update(release_dir->filename().string());
+  image::Sha256 key;
+  add_to_key(key, "ember-initrd-v1");
+  add_to_key(key, init_bytes);
+  if (release_dir) add_to_key(key, release_dir->filename().string());
   for (const auto& module : modules) {
-    key.update(module);
-    key.update(read_bytes(*release_dir / module));
+    add_to_key(key, module);
+    add_to_key(key, read_bytes(*release_dir / module));
   }
   const fs::path directory = cache_dir / "initrd";
   const fs::path path = directory / (key.hex() + ".cpio");
