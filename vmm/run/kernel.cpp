@@ -1,7 +1,5 @@
 #include "vmm/run/kernel.hpp"
 
-#include <algorithm>
-#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
@@ -85,9 +83,6 @@ KernelChoice choose_kernel(const std::optional<fs::path>& explicit_kernel,
                   ": run tools/demo (or tools/setup) to install one, or pass --kernel PATH");
     if (fs::exists(directory / "cmdline", error))
       choice.host_arguments = read_text(directory / "cmdline");
-    while (!choice.host_arguments.empty() && std::isspace(static_cast<unsigned char>(choice.host_arguments.back())))
-      choice.host_arguments.pop_back();
-    std::replace(choice.host_arguments.begin(), choice.host_arguments.end(), '\n', ' ');
     choice.modules = find_modules(directory, choice.kernel);
     const fs::path target = fs::canonical(choice.kernel, error);
     if (!choice.modules && !error) choice.modules = find_modules(target.parent_path(), target);
