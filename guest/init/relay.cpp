@@ -36,6 +36,11 @@ class Relay {
   void forward_output(UniqueFd& fd, uint8_t type);
   void write_stdin();
   void close_stdin();
+  // Handles the frames already in the channel's buffer, stopping while stdin is backlogged. poll()
+  // only reports new bytes on the fd: frames read together with kStart, or left behind while stdin
+  // was backlogged, would otherwise wait for the host's next frame (which may never come).
+  void handle_buffered_frames();
+  bool stdin_backlogged() const { return pending_stdin_.size() - pending_offset_ >= kMaxPendingStdin; }
   bool done() const { return status_ && !payload_.output && !payload_.errors; }
 
   Channel& channel_;
@@ -50,10 +55,11 @@ class Relay {
 
 ExitStatus Relay::run() {
   while (!done()) {
+    handle_buffered_frames();
+    if (done()) break;
     enum Slot { kChannel, kSignals, kOutput, kErrors, kInput, kSlots };
     std::array<pollfd, kSlots> fds{};
-    const bool stdin_backlog = pending_stdin_.size() - pending_offset_ >= kMaxPendingStdin;
-    fds[kChannel] = {stdin_backlog ? -1 : channel_.fd(), POLLIN, 0};
+    fds[kChannel] = {stdin_backlogged() ? -1 : channel_.fd(), POLLIN, 0};
     fds[kSignals] = {signal_fd_, POLLIN, 0};
     fds[kOutput] = {payload_.output ? payload_.output.get() : -1, POLLIN, 0};
     fds[kErrors] = {payload_.errors ? payload_.errors.get() : -1, POLLIN, 0};
@@ -81,13 +87,18 @@ ExitStatus Relay::run() {
     if (fds[kOutput].revents) forward_output(payload_.output, protocol::kStdout);
     if (fds[kErrors].revents) forward_output(payload_.errors, protocol::kStderr);
     if (fds[kInput].revents) write_stdin();
-    if (fds[kChannel].revents) {
-      if (!channel_.fill()) throw Error("the host closed the channel");
-      while (auto frame = channel_.next()) on_frame(*frame);
-    }
+    if (fds[kChannel].revents && !channel_.fill()) throw Error("the host closed the channel");
   }
   if (WIFSIGNALED(*status_)) return {true, WTERMSIG(*status_)};
   return {false, WEXITSTATUS(*status_)};
+}
+
+void Relay::handle_buffered_frames() {
+  while (!stdin_backlogged()) {
+    auto frame = channel_.next();
+    if (!frame) return;
+    on_frame(*frame);
+  }
 }
 
 void Relay::on_frame(const Frame& frame) {

@@ -18,6 +18,7 @@ import hashlib
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,8 @@ def make_rootfs():
     os.chown(os.path.join(ROOTFS, "home", "user"), 1000, 1000)
 
 
-def run_init(spec, script=None, root_dir=None, start_payload=None, timeout=TIMEOUT_S):
+def run_init(spec, script=None, root_dir=None, start_payload=None, timeout=TIMEOUT_S,
+             with_start=b""):
     """One ember-init run; returns (outcome, exit status of unshare/ember-init, its stderr)."""
     host, guest = gp.socketpair()
     command = ["unshare", "--pid", "--mount", "--uts", "--net", "--ipc", "--fork", EMBER_INIT,
@@ -63,11 +65,13 @@ def run_init(spec, script=None, root_dir=None, start_payload=None, timeout=TIMEO
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     guest.close()
     session = gp.HostSession(host)
-    outcome = session.run(spec, script, timeout=timeout, start_payload=start_payload)
+    outcome = session.run(spec, script, timeout=timeout, start_payload=start_payload,
+                          with_start=with_start)
     try:
         _, stderr = process.communicate(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        # The whole group: ember-init (PID 1 of the namespace) holds the pipes, not unshare.
+        os.killpg(process.pid, signal.SIGKILL)
         _, stderr = process.communicate()
         outcome.timed_out = True
     host.close()
@@ -206,6 +210,13 @@ def cases():
         session.send(gp.STDIN_EOF)
     outcome, _, _ = run_init(spec(["cat"], stdin=True), two_lines)
     check_exit("two lines then EOF to cat come back in order", outcome, gp.EXITED, 0,
+               extra=outcome.stdout == b"a\nb\n")
+
+    # What a real guest sees from `printf 'a\nb\n' | ember run -i`: stdin and its end arrive in the
+    # same read as kStart, before the relay polls the channel (the lab's first -i hang).
+    outcome, _, _ = run_init(spec(["cat"], stdin=True), timeout=30,
+                             with_start=gp.encode(gp.STDIN, b"a\nb\n") + gp.encode(gp.STDIN_EOF))
+    check_exit("stdin and EOF sent with kStart reach cat (no hang)", outcome, gp.EXITED, 0,
                extra=outcome.stdout == b"a\nb\n")
 
     outcome, _, _ = run_init(sh("wc -c; readlink /proc/self/fd/0"))

@@ -182,13 +182,15 @@ class HostSession:
                 outcome.error = (status, payload[4:].decode(errors="replace"))
             self.stdout_seen.notify_all()
 
-    def run(self, spec, script=None, timeout=60, start_payload=None):
+    def run(self, spec, script=None, timeout=60, start_payload=None, with_start=b""):
+        """with_start: raw frames sent in the same write as kStart (they reach the guest together)."""
         deadline = time.monotonic() + timeout
         self._receive(deadline, lambda: self.outcome.hello is not None or self.outcome.error)
         if self.outcome.hello is None:
             return self.outcome
         try:
-            self.send(START, start_payload if start_payload is not None else json.dumps(spec).encode())
+            self.send_raw(encode(START, start_payload if start_payload is not None else
+                                 json.dumps(spec).encode()) + with_start)
             if spec and not spec.get("stdin"):
                 self.send(STDIN_EOF)
         except OSError:
