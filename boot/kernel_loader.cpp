@@ -100,19 +100,31 @@ uint64_t place_initrd(const GuestMemory& memory, const BootSpec& spec, const Loa
 
 }  // namespace
 
-BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
-  const std::vector<E820Entry> e820 = build_e820(memory.regions());
+LoadedImage load_kernel_image(const GuestMemory& memory, const BootSpec& spec) {
   const LoadedKernel kernel = load_any(memory, spec);
-  write_cmdline(memory, spec, kernel.cmdline_max);
-  BootInfo info{.mode = kernel.mode,
-                .entry = kernel.entry,
-                .boot_struct = 0,
-                .kernel_end = kernel.end,
-                .initrd_address = 0,
-                .initrd_size = spec.initrd.size()};
-  if (!spec.initrd.empty()) info.initrd_address = place_initrd(memory, spec, kernel);
+  LoadedImage image{.mode = kernel.mode,
+                    .entry = kernel.entry,
+                    .end = kernel.end,
+                    .cmdline_max = kernel.cmdline_max,
+                    .setup_header = {kernel.setup_header.begin(), kernel.setup_header.end()},
+                    .initrd_address = 0,
+                    .initrd_size = spec.initrd.size()};
+  if (!spec.initrd.empty()) image.initrd_address = place_initrd(memory, spec, kernel);
+  return image;
+}
 
-  if (kernel.mode == EntryMode::kPvh32) {
+BootInfo write_boot_structures(const GuestMemory& memory, const BootSpec& spec,
+                               const LoadedImage& image) {
+  const std::vector<E820Entry> e820 = build_e820(memory.regions());
+  write_cmdline(memory, spec, image.cmdline_max);
+  BootInfo info{.mode = image.mode,
+                .entry = image.entry,
+                .boot_struct = 0,
+                .kernel_end = image.end,
+                .initrd_address = image.initrd_address,
+                .initrd_size = image.initrd_size};
+
+  if (image.mode == EntryMode::kPvh32) {
     const auto block = build_pvh_start_info({.address = layout::kPvhStartInfo,
                                              .cmdline_address = layout::kCmdline,
                                              .rsdp_address = spec.rsdp_address,
@@ -125,7 +137,7 @@ BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
     memory.write_or_throw(layout::kPvhStartInfo, block);
     info.boot_struct = layout::kPvhStartInfo;
   } else {
-    const auto page = build_boot_params({.setup_header = kernel.setup_header,
+    const auto page = build_boot_params({.setup_header = image.setup_header,
                                          .cmdline_address = layout::kCmdline,
                                          .initrd_address = info.initrd_address,
                                          .initrd_size = info.initrd_size,
@@ -135,6 +147,10 @@ BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
     info.boot_struct = layout::kBootParams;
   }
   return info;
+}
+
+BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec) {
+  return write_boot_structures(memory, spec, load_kernel_image(memory, spec));
 }
 
 void setup_boot_cpu(const GuestMemory& memory, const BootInfo& info, kvm_regs& regs,

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "vmm/guest_memory.hpp"
 
@@ -37,10 +38,29 @@ struct BootInfo {
   uint64_t initrd_size;
 };
 
-// Detects the format (bzImage or ELF64), loads the kernel, places the initrd at the top of low RAM
-// below the kernel's initrd_addr_max, copies the command line to layout::kCmdline and writes the
-// e820 map with boot_params or the PVH start info. Throws Error with one line naming the file and
-// reason.
+// What load_kernel_image put into guest memory, for write_boot_structures.
+struct LoadedImage {
+  EntryMode mode;
+  uint64_t entry;
+  uint64_t end;
+  uint64_t cmdline_max;                  // Longest command line without the NUL.
+  std::vector<std::byte> setup_header;   // bzImage only: 0x1f1 to the header's end.
+  uint64_t initrd_address = 0;
+  uint64_t initrd_size = 0;
+};
+
+// Detects the format (bzImage or ELF64), loads the kernel and places the initrd at the top of low
+// RAM below the kernel's initrd_addr_max. Needs no KVM: a machine checks the user's files with it
+// before it opens /dev/kvm. spec.cmdline and spec.rsdp_address are not used. Throws Error with one
+// line naming the file and reason.
+LoadedImage load_kernel_image(const GuestMemory& memory, const BootSpec& spec);
+
+// Copies the command line to layout::kCmdline and writes the e820 map with boot_params or the PVH
+// start info, for a kernel load_kernel_image loaded.
+BootInfo write_boot_structures(const GuestMemory& memory, const BootSpec& spec,
+                               const LoadedImage& image);
+
+// Both of the above.
 BootInfo load_kernel(const GuestMemory& memory, const BootSpec& spec);
 
 // Writes the boot GDT (and page tables for 64-bit) and sets the boot vCPU's registers for

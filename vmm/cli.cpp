@@ -1,12 +1,15 @@
 #include "vmm/cli.hpp"
 
+#include <cpuid.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "vmm/error.hpp"
@@ -181,12 +184,50 @@ int exit_status(const MachineExit& exit) {
   return kExitFailure;
 }
 
-// `ember host`: what this host's KVM offers, for scripts and for people debugging a boot.
+// The hypervisor ember's host itself runs under, from CPUID 0x40000000 when CPUID.1:ECX[31] says
+// there is one: "TCGTCGTCGTCG" is QEMU's emulator (the lab of ../shared/HOSTS.md), "KVMKVMKVM" a
+// KVM host (nested virtualization), and so on. Empty on bare metal.
+std::string host_hypervisor() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  __cpuid(1, eax, ebx, ecx, edx);
+  if (!(ecx & (1u << 31))) return "";
+  __cpuid(0x40000000, eax, ebx, ecx, edx);
+  char signature[13] = {};
+  std::memcpy(signature, &ebx, 4);
+  std::memcpy(signature + 4, &ecx, 4);
+  std::memcpy(signature + 8, &edx, 4);
+  std::string text(signature);
+  for (char& c : text)
+    if (!std::isprint(static_cast<unsigned char>(c))) c = '?';
+  return text.empty() ? "unnamed" : text;
+}
+
+// `ember host`: what this host's KVM offers, for scripts and for people debugging a boot. The
+// three kinds of ../shared/HOSTS.md: hardware (VMX/SVM, possibly nested), emulating (kvm_pvm) and
+// none (no usable /dev/kvm: exit 1 with one line saying why).
 int print_host(const std::string& kvm_path) {
-  const bool emulating = ::access("/sys/module/kvm_pvm", F_OK) == 0;
-  std::printf("kvm-kind: %s\n", emulating ? "emulating (kvm_pvm): guest CPL0 code is emulated, "
-                                            "guest user space cannot make system calls"
-                                          : "hardware");
+  const bool pvm_module = ::access("/sys/module/kvm_pvm", F_OK) == 0;
+  if (::access(kvm_path.c_str(), F_OK) != 0) {
+    std::printf("kvm-kind: none\n");
+    std::fflush(stdout);
+    std::fprintf(stderr, "ember: %s: %s\n", kvm_path.c_str(),
+                 pvm_module ? "missing: kvm_pvm is loaded but offers no KVM device (it does not bind "
+                              "where the kernel is itself a kvm-pvm guest); run ember in tools/lab"
+                            : "missing: no KVM module is loaded (kvm_intel or kvm_amd need VMX/SVM, "
+                              "which this CPU does not offer); run ember in tools/lab");
+    return kExitFailure;
+  }
+  const std::string hypervisor = host_hypervisor();
+  if (pvm_module) {
+    std::printf("kvm-kind: emulating (kvm_pvm): guest CPL0 code is emulated, guest user space cannot "
+                "make system calls\n");
+  } else if (hypervisor.starts_with("TCGTCGTCG")) {
+    std::printf("kvm-kind: hardware (nested under QEMU TCG: the lab; guests run at emulator "
+                "speed)\n");
+  } else {
+    std::printf("kvm-kind: hardware\n");
+  }
+  if (!hypervisor.empty()) std::printf("host-hypervisor: %s\n", hypervisor.c_str());
   Kvm kvm(kvm_path);
   Vm vm(kvm);
   Vcpu vcpu(vm, 0);

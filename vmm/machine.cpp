@@ -99,13 +99,22 @@ std::string hex(uint64_t value) {
 
 Machine::Machine(MachineConfig config)
     : config_(std::move(config)), io_loop_(std::make_unique<EventLoop>()) {
-  // The user's files first: a bad path is the likelier mistake, and it needs no KVM to report.
+  // Everything that needs no KVM comes first: the user's files and options are the likelier
+  // mistakes, and a host without /dev/kvm still says what is wrong with them.
   kernel_ = read_file("kernel", config_.kernel_path);
   if (!config_.initrd_path.empty()) initrd_ = read_file("initrd", config_.initrd_path);
-  kvm_ = std::make_unique<Kvm>(config_.kvm_path);
   validate();
+  memory_ = std::make_unique<GuestMemory>(boot::ram_regions(config_.memory_bytes));
+  image_ = boot::load_kernel_image(*memory_, boot_spec());
+  virtio_ = std::make_unique<VirtioDevices>(*memory_, *io_loop_, pio_bus_, mmio_bus_);
+  virtio_->create(config_, config_.virtio_console_sink ? config_.virtio_console_sink
+                                                      : console_output());
+  kvm_ = std::make_unique<Kvm>(config_.kvm_path);
+  validate_cpus();
   vm_ = std::make_unique<Vm>(*kvm_);
-  create_memory();
+  uint32_t slot = 0;
+  for (const auto& region : memory_->regions())
+    vm_->set_user_memory_region(slot++, region.guest_address, region.size, region.host);
   vm_->create_irqchip_and_pit();
   for (uint32_t index = 0; index < config_.cpus; ++index)
     vcpus_.push_back(std::make_unique<Vcpu>(*vm_, index));
@@ -121,11 +130,7 @@ Machine::~Machine() {
 }
 
 void Machine::validate() const {
-  const auto max_vcpus = static_cast<uint32_t>(std::min(kvm_->max_vcpus(), 254));
   if (config_.cpus == 0) throw Error("--cpus 0: a VM needs at least one vCPU");
-  if (config_.cpus > max_vcpus)
-    throw Error("--cpus " + std::to_string(config_.cpus) + ": more than the " +
-                std::to_string(max_vcpus) + " vCPUs KVM allows here");
   if (config_.memory_bytes < kMinimumMemory)
     throw Error("--memory " + mebibytes(config_.memory_bytes) + ": below the minimum of " +
                 mebibytes(kMinimumMemory));
@@ -138,30 +143,40 @@ void Machine::validate() const {
                 " bytes: not a multiple of 4 KiB");
 }
 
-void Machine::create_memory() {
-  memory_ = std::make_unique<GuestMemory>(boot::ram_regions(config_.memory_bytes));
-  uint32_t slot = 0;
-  for (const auto& region : memory_->regions())
-    vm_->set_user_memory_region(slot++, region.guest_address, region.size, region.host);
+void Machine::validate_cpus() const {
+  const auto max_vcpus = static_cast<uint32_t>(std::min(kvm_->max_vcpus(), 254));
+  if (config_.cpus > max_vcpus)
+    throw Error("--cpus " + std::to_string(config_.cpus) + ": more than the " +
+                std::to_string(max_vcpus) + " vCPUs KVM allows here");
+}
+
+MachineConfig::ByteSink Machine::console_output() const {
+  // COM1 and hvc0 both write to the host console, unless `ember run` takes their output.
+  const int output = config_.console_output;
+  return [output](std::span<const uint8_t> bytes) {
+    if (output >= 0) write_all(output, bytes);
+  };
+}
+
+boot::BootSpec Machine::boot_spec() const {
+  boot::BootSpec spec;
+  spec.kernel_path = config_.kernel_path;
+  spec.kernel = kernel_;
+  spec.initrd_path = config_.initrd_path;
+  spec.initrd = initrd_;
+  return spec;
 }
 
 void Machine::create_devices() {
   StopHandler stop = [this](StopReason reason) { on_device_stop(reason); };
-  // COM1 and hvc0 both write to the host console, unless `ember run` takes their output.
-  const int output = config_.console_output;
-  MachineConfig::ByteSink console_output = [output](std::span<const uint8_t> bytes) {
-    if (output >= 0) write_all(output, bytes);
-  };
   serial_ = std::make_shared<Serial>(std::make_shared<KvmInterruptLine>(*vm_, layout::kCom1Irq),
-                                     config_.serial_sink ? config_.serial_sink : console_output);
+                                     config_.serial_sink ? config_.serial_sink : console_output());
   pio_bus_.insert(layout::kCom1Port, 8, serial_);
   pio_bus_.insert(layout::kI8042DataPort, 5, std::make_shared<I8042>(stop));
   pio_bus_.insert(layout::kPvpanicPort, 1, std::make_shared<Pvpanic>(stop));
   pio_bus_.insert(layout::kAcpiPmPort, 3, std::make_shared<AcpiPm>(stop));
 
-  virtio_ = std::make_unique<VirtioDevices>(*vm_, *memory_, *io_loop_, pio_bus_, mmio_bus_);
-  virtio_->create(config_, config_.virtio_console_sink ? config_.virtio_console_sink
-                                                      : console_output);
+  virtio_->attach(*vm_);
 }
 
 void Machine::load_guest() {
@@ -171,15 +186,11 @@ void Machine::load_guest() {
   const auto acpi = boot::build_acpi_tables(acpi_config);
   memory_->write_or_throw(acpi.base, acpi.bytes);
 
-  boot::BootSpec spec;
-  spec.kernel_path = config_.kernel_path;
-  spec.kernel = kernel_;
-  spec.initrd_path = config_.initrd_path;
-  spec.initrd = initrd_;
+  boot::BootSpec spec = boot_spec();
   spec.cmdline = config_.cmdline + virtio_->command_line_additions();
   if (config_.tsc_khz_on_cmdline) spec.cmdline += " tsc_early_khz=" + std::to_string(vm_->tsc_khz());
   spec.rsdp_address = acpi.rsdp_address;
-  const auto boot_info = boot::load_kernel(*memory_, spec);
+  const auto boot_info = boot::write_boot_structures(*memory_, spec, image_);
   kernel_ = {};  // Copied into guest memory; the host copy is no longer needed.
   initrd_ = {};
   spdlog::info("kernel {}: {} entry at {}", config_.kernel_path,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "devices/stop_reason.hpp"
+#include "boot/kernel_loader.hpp"
 #include "vmm/machine_config.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/event_loop.hpp"
@@ -61,8 +62,11 @@ class Machine {
   size_t console_input(std::span<const uint8_t> bytes);
 
  private:
+  // Options checked before KVM is opened (--cpus 0, --memory range) and after (KVM's vCPU limit).
   void validate() const;
-  void create_memory();
+  void validate_cpus() const;
+  MachineConfig::ByteSink console_output() const;
+  boot::BootSpec boot_spec() const;  // Kernel and initrd; no command line yet.
   void create_devices();
   void load_guest();
   void configure_vcpus();
@@ -78,6 +82,7 @@ class Machine {
   std::unique_ptr<EventLoop> io_loop_;
   std::vector<std::byte> kernel_;  // File contents, until loaded into guest memory.
   std::vector<std::byte> initrd_;
+  boot::LoadedImage image_;  // What load_kernel_image placed in guest memory.
   std::unique_ptr<Kvm> kvm_;
   std::unique_ptr<Vm> vm_;
   std::unique_ptr<GuestMemory> memory_;

@@ -48,11 +48,8 @@ void drain(int fd) {
 
 }  // namespace
 
-VirtioDevices::VirtioDevices(Vm& vm, const GuestMemory& memory, EventLoop& loop, Bus& pio,
-                             Bus& mmio)
-    : vm_(vm), memory_(memory), loop_(loop), pio_(pio), mmio_(mmio) {
-  if (vm.kvm().check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0) notify_length_ = 0;
-}
+VirtioDevices::VirtioDevices(const GuestMemory& memory, EventLoop& loop, Bus& pio, Bus& mmio)
+    : memory_(memory), loop_(loop), pio_(pio), mmio_(mmio) {}
 
 VirtioDevices::~VirtioDevices() {
   for (auto& notifier : notifiers_) loop_.remove(notifier->eventfd.get());
@@ -61,7 +58,17 @@ VirtioDevices::~VirtioDevices() {
 
 void VirtioDevices::create(const MachineConfig& config, ConsoleOutput console_output) {
   transport_ = config.transport;
-  auto devices = make_devices(config, std::move(console_output));
+  created_ = make_devices(config, std::move(console_output));
+  if (transport_ != Transport::kPci && created_.size() > layout::kVirtioMmioMaxDevices)
+    throw Error("--transport mmio: at most " + std::to_string(layout::kVirtioMmioMaxDevices) +
+                " virtio devices (one IOAPIC pin each), " + std::to_string(created_.size()) +
+                " requested");
+}
+
+void VirtioDevices::attach(Vm& vm) {
+  vm_ = &vm;
+  if (vm.kvm().check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0) notify_length_ = 0;
+  auto devices = std::move(created_);
   if (devices.empty()) return;
   if (transport_ == Transport::kPci) {
     attach_pci(std::move(devices));
@@ -144,11 +151,11 @@ void VirtioDevices::move_notifier(Notifier& notifier, uint64_t address, uint32_t
                                   bool decoding) {
   try {
     if (notifier.registered) {
-      vm_.remove_ioeventfd(notifier.eventfd.get(), notifier.address, notifier.length, false);
+      vm_->remove_ioeventfd(notifier.eventfd.get(), notifier.address, notifier.length, false);
       notifier.registered = false;
     }
     if (!decoding) return;
-    vm_.add_ioeventfd(notifier.eventfd.get(), address, length, false);
+    vm_->add_ioeventfd(notifier.eventfd.get(), address, length, false);
     notifier.address = address;
     notifier.length = length;
     notifier.registered = true;
@@ -160,7 +167,7 @@ void VirtioDevices::move_notifier(Notifier& notifier, uint64_t address, uint32_t
 
 void VirtioDevices::attach_pci(std::vector<std::unique_ptr<virtio::Device>> devices) {
   pci_root_ = std::make_shared<PciRoot>(layout::kPciMmioBase, layout::kPciMmioSize);
-  msi_routes_ = std::make_shared<KvmMsiRoutes>(vm_);
+  msi_routes_ = std::make_shared<KvmMsiRoutes>(*vm_);
   for (auto& device : devices) {
     // Writes that reach the notify register through the bus (before the ioeventfd exists, or via
     // the PCI_CFG capability) are handed to the I/O thread through the same eventfds.
@@ -197,14 +204,10 @@ void VirtioDevices::attach_pci(std::vector<std::unique_ptr<virtio::Device>> devi
 }
 
 void VirtioDevices::attach_mmio(std::vector<std::unique_ptr<virtio::Device>> devices) {
-  if (devices.size() > layout::kVirtioMmioMaxDevices)
-    throw Error("--transport mmio: at most " + std::to_string(layout::kVirtioMmioMaxDevices) +
-                " virtio devices (one IOAPIC pin each), " + std::to_string(devices.size()) +
-                " requested");
   uint32_t slot = 0;
   for (auto& device : devices) {
     const auto placement = boot::virtio_mmio_slot(slot++);
-    auto line = std::make_unique<KvmInterruptLine>(vm_, placement.gsi);
+    auto line = std::make_unique<KvmInterruptLine>(*vm_, placement.gsi);
     auto notifiers = std::make_shared<std::vector<std::shared_ptr<Notifier>>>();
     auto on_bus_notify = [notifiers](uint16_t queue) {
       if (queue >= notifiers->size()) return;
@@ -219,7 +222,7 @@ void VirtioDevices::attach_mmio(std::vector<std::unique_ptr<virtio::Device>> dev
     for (uint16_t queue = 0; queue < transport->queue_count(); ++queue) {
       auto notifier = make_notifier([raw, queue] { raw->notify(queue); });
       try {
-        vm_.add_ioeventfd(notifier->eventfd.get(), notify_address,
+        vm_->add_ioeventfd(notifier->eventfd.get(), notify_address,
                           virtio::VirtioMmioTransport::notify_access_size(), false, queue);
       } catch (const Error& error) {
         spdlog::warn("virtio-mmio notification at {:#x}: {}", notify_address, error.what());

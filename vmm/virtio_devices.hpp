@@ -36,12 +36,16 @@ class VirtioDevices {
  public:
   using ConsoleOutput = std::function<void(std::span<const uint8_t>)>;
 
-  VirtioDevices(Vm& vm, const GuestMemory& memory, EventLoop& loop, Bus& pio, Bus& mmio);
+  VirtioDevices(const GuestMemory& memory, EventLoop& loop, Bus& pio, Bus& mmio);
   ~VirtioDevices();
 
-  // Set-up: opens the backends (one-line Error naming the file or tap on failure), creates the
-  // devices and attaches them. `console_output` receives hvc0's bytes.
+  // Set-up, first half (no KVM: a machine does it before it opens /dev/kvm): opens the backends
+  // (one-line Error naming the file, tap or share on failure), starts virtiofsd for the shares and
+  // creates the devices. `console_output` receives hvc0's bytes.
   void create(const MachineConfig& config, ConsoleOutput console_output);
+  // Second half: attaches the devices to `vm` over the configured transport (ioeventfds, MSI
+  // routes or GSIs, bus ranges).
+  void attach(Vm& vm);
   // Adds what the guest needs to find them: the PCI host bridge and MCFG, or LNRO0005 devices.
   void describe(boot::AcpiConfig& acpi) const;
   // With Transport::kMmioCommandLine: " virtio_mmio.device=SIZE@BASE:GSI" per device, for the
@@ -71,12 +75,13 @@ class VirtioDevices {
   std::shared_ptr<Notifier> make_notifier(std::function<void()> notify);
   void move_notifier(Notifier& notifier, uint64_t address, uint32_t length, bool decoding);
 
-  Vm& vm_;
+  Vm* vm_ = nullptr;  // Set by attach().
   const GuestMemory& memory_;
   EventLoop& loop_;
   Bus& pio_;
   Bus& mmio_;
   Transport transport_ = Transport::kPci;
+  std::vector<std::unique_ptr<virtio::Device>> created_;  // Between create() and attach().
   uint32_t notify_length_ = 2;  // 0 ("any length") where KVM supports it.
   std::shared_ptr<PciRoot> pci_root_;
   std::shared_ptr<KvmMsiRoutes> msi_routes_;

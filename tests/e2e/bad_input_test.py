@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """Tier 1 (ember's command line and setup, no guest instruction runs): every bad input named by
 the boot issue gets one line on stderr naming the thing and the reason, and a non-zero exit
-without a core dump.
+without a core dump. Each bad file or option is also tried with no /dev/kvm at all (a private
+mount namespace): ember names the bad input, not the missing KVM, since it checks the user's files
+and options before it opens /dev/kvm. The checks that need a KVM (KVM's vCPU limit, /dev/kvm's
+permissions) run here, or in the lab (tools/lab) on a host without /dev/kvm.
 
-usage: bad_input_test.py EMBER"""
+usage: bad_input_test.py EMBER [--only-kvm]"""
 import os
 import random
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 
 import common
 
 EMBER = sys.argv[1]
+ONLY_KVM = sys.argv[2:] == ["--only-kvm"]
 tally = common.Tally()
 work = tempfile.mkdtemp(prefix="ember-bad-input-")
 
@@ -28,17 +33,26 @@ def write(name, data):
     return path(name)
 
 
-def expect_error(name, arguments, needles, codes=(1,), run_as=None):
+def expect_error(name, arguments, needles, codes=(1,), run_as=None, needs_kvm=False):
+    """One bad input: here, and (unless it is about KVM itself) again with no /dev/kvm."""
+    if ONLY_KVM and not needs_kvm:
+        return
     command = [EMBER, *arguments]
     if run_as:
         command = ["setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups",
                    *command]
-    result = common.run(command, 30)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    ok = (result.returncode in codes and len(lines) == 1 and
-          all(needle in lines[0] for needle in needles))
-    tally.check(f"{name}: exit {'/'.join(map(str, codes))} and one line naming {needles}", ok,
-                f"exit {result.returncode}, stderr {result.stderr!r}")
+    variants = [("", command), (" (no /dev/kvm)", common.without_dev_kvm(command))]
+    if needs_kvm:
+        variants = variants[:1]
+    elif not HAVE_KVM:
+        variants = variants[1:]
+    for where, line in variants:
+        result = common.run(line, 30)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        ok = (result.returncode in codes and len(lines) == 1 and
+              all(needle in lines[0] for needle in needles))
+        tally.check(f"{name}{where}: exit {'/'.join(map(str, codes))} and one line naming {needles}",
+                    ok, f"exit {result.returncode}, stderr {result.stderr!r}")
 
 
 def elf_header(machine, elf_class=2):
@@ -47,7 +61,9 @@ def elf_header(machine, elf_class=2):
     return ident + struct.pack("<HHI", 2, machine, 1) + bytes(48)
 
 
-common.announce(1, "ember command line and machine setup, bad input")
+HAVE_KVM = os.path.exists("/dev/kvm")
+common.announce(1, "ember command line and machine setup, bad input" +
+                (": the checks that need /dev/kvm" if ONLY_KVM else ""))
 random.seed(7)
 random_bytes = write("random.bin", bytes(random.getrandbits(8) for _ in range(1 << 16)))
 with open(common.FIXTURE_BZIMAGE, "rb") as f:
@@ -76,7 +92,7 @@ expect_error("kernel + initrd larger than --memory",
              [big_initrd, "does not fit"])
 expect_error("--cpus 0", ["boot", "--kernel", kernel, "--cpus", "0"], ["--cpus 0"])
 expect_error("--cpus above KVM's limit", ["boot", "--kernel", kernel, "--cpus", "100000"],
-             ["--cpus 100000", "KVM allows"])
+             ["--cpus 100000", "KVM allows"], needs_kvm=True)
 expect_error("--memory below 64M", ["boot", "--kernel", kernel, "--memory", "32M"],
              ["--memory 32 MiB", "minimum"])
 expect_error("--memory above host memory", ["boot", "--kernel", kernel, "--memory", "100000G"],
@@ -102,11 +118,23 @@ expect_error("more virtio-mmio devices than IOAPIC pins",
              ["--transport mmio", "at most 8"])
 expect_error("/dev/kvm missing", ["boot", "--kernel", kernel, "--kvm", path("no-kvm")],
              [path("no-kvm"), "no such device"])
+expect_error("bad kernel named before the missing /dev/kvm",
+             ["boot", "--kernel", random_bytes, "--kvm", path("no-kvm")],
+             [random_bytes, "not a Linux kernel"])
 world_readable_kernel = write("kernel-for-anyone", open(kernel, "rb").read())
 os.chmod(work, 0o755)
 os.chmod(world_readable_kernel, 0o644)
 expect_error("/dev/kvm not accessible", ["boot", "--kernel", world_readable_kernel],
-             ["/dev/kvm", "permission"], run_as="65534")
+             ["/dev/kvm", "permission"], run_as="65534", needs_kvm=True)
+if not ONLY_KVM:
+    expect_error("ember host without /dev/kvm", ["host", "--kvm", path("no-kvm")],
+                 [path("no-kvm"), "missing"])
 
+if not HAVE_KVM and not ONLY_KVM:
+    print("the checks that need /dev/kvm, in the lab (this host has none):", flush=True)
+    lab = subprocess.run([sys.executable, str(common.LAB_TOOL), "--timeout", "150", "--",
+                          sys.executable, os.path.abspath(__file__), EMBER, "--only-kvm"])
+    tally.check("the checks that need /dev/kvm pass in the lab", lab.returncode == 0,
+                f"exit {lab.returncode}")
 shutil.rmtree(work, ignore_errors=True)
 tally.finish()

@@ -18,23 +18,78 @@ DEBIAN_KERNEL = pathlib.Path(os.environ.get("EMBER_CACHE", pathlib.Path.home() /
 FIXTURE_FLAGS = "noxsave nopv clearcpuid=smap,popcnt,movbe,avx,avx2,bmi1,bmi2,erms,fsrm"
 
 
+# The kinds of host of ../shared/HOSTS.md, as every e2e test and benchmark names them.
+HARDWARE = "hardware KVM"
+LAB = "lab (nested KVM under QEMU TCG)"
+EMULATING = "emulating KVM (kvm_pvm)"
+NO_KVM = "no KVM (no /dev/kvm)"
+LAB_TOOL = SOURCE_ROOT / "tools" / "lab"
+
+
+def in_lab():
+    """True inside tools/lab's VM (its kernel command line carries ember.lab=1)."""
+    try:
+        with open("/proc/cmdline") as cmdline:
+            return "ember.lab=1" in cmdline.read().split()
+    except OSError:
+        return False
+
+
 def host_kind():
+    if not os.path.exists("/dev/kvm"):
+        return NO_KVM
     if os.path.exists("/sys/module/kvm_pvm"):
-        return "emulating KVM (kvm_pvm)"
+        return EMULATING
+    if in_lab():
+        return LAB
     with open("/proc/cpuinfo") as cpuinfo:
         flags = cpuinfo.read()
     if " vmx" in flags or " svm" in flags:
-        return "hardware KVM"
-    return "KVM of unknown kind"
+        return HARDWARE
+    return "KVM of unknown kind (no kvm_pvm, no vmx/svm flag)"
 
 
 def is_emulating_host():
-    return os.path.exists("/sys/module/kvm_pvm")
+    return host_kind() == EMULATING
+
+
+def has_guest_user_space():
+    """Whether a Linux guest's user space runs here: real KVM, on the hardware or in the lab."""
+    return host_kind() in (HARDWARE, LAB)
+
+
+def without_dev_kvm(command):
+    """`command` in a private mount namespace whose /dev has no kvm node (and the usual others), as on
+    a host without KVM: what ember does there, on any host."""
+    script = """set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=0755 tmpfs "$d"
+for n in null zero full random urandom tty ptmx; do cp -a /dev/$n "$d/"; done
+mkdir "$d/net" "$d/pts" "$d/shm"
+[ -e /dev/net/tun ] && cp -a /dev/net/tun "$d/net/"
+ln -s /proc/self/fd "$d/fd"
+mount --move "$d" /dev
+rmdir "$d"
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+exec "$@"
+"""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
 
 
 def announce(tier, what):
     """The first line of every e2e test: which tier and which host kind it ran on."""
     print(f"tier {tier} ({what}) on {host_kind()}", flush=True)
+
+
+# Kernel log lines that mean something went wrong, whatever the rest of the boot did.
+KERNEL_TROUBLE = ("WARNING:", "Call Trace", "BUG:", "Oops", "ACPI Error", "ACPI BIOS Error",
+                  "ACPI Warning", "ACPI BIOS Warning", "FW BUG", "Firmware Bug", "XSAVE consistency",
+                  "invalid opcode", "general protection", "Kernel panic", "segfault")
+
+
+def kernel_warnings(log):
+    """The lines of a kernel log that show a warning, an error or a crash."""
+    return [line for line in log.splitlines() if any(word in line for word in KERNEL_TROUBLE)]
 
 
 class Tally:
