@@ -281,6 +281,19 @@ def check_spec():
 
 def check_scratch():
     tally.check("no scratch disk left behind by the runs so far", scratch_files() == [], f"{scratch_files()}")
+    # However ember ends: SIGKILL while the container runs leaves no scratch disk either.
+    ember = Background(command([], ["waitsig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running waitsig")
+    os.killpg(ember.process.pid, signal.SIGKILL)
+    ember.finish()
+    tally.check("SIGKILL to ember while the container runs leaves no scratch disk",
+                ready and scratch_files() == [], f"ready={ready}, left {scratch_files()}")
+    # A host without /dev/kvm: ember says so after preparing everything, and leaves nothing.
+    result = common.run(common.without_dev_kvm(command([], ["exit", "0"])), TIMEOUT_S, env=ENV)
+    tally.check("no /dev/kvm: exit 125 with one line naming /dev/kvm, no scratch disk left",
+                result.returncode == 125 and "/dev/kvm" in result.stderr and
+                len(result.stderr.strip().splitlines()) == 1 and scratch_files() == [],
+                result.describe() + f"; left {scratch_files()}")
     result = ember_run(["--keep"], ["exit", "0"])
     kept = [line.split(" at ", 1)[1] for line in result.stderr.splitlines() if "scratch disk kept at" in line]
     tally.check("--keep keeps the scratch disk and says where",

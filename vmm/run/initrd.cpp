@@ -92,7 +92,6 @@ std::vector<uint8_t> build_initrd(std::span<const uint8_t> ember_init,
                                   std::span<const std::string> modules) {
   CpioWriter cpio;
   cpio.file("init", ember_init, 0755);
-  cpio.file("ember-init", ember_init, 0755);
   cpio.directory("ember");
   std::string load_list;
   if (release_dir) {

@@ -208,7 +208,7 @@ Prepared prepare(const RunOptions& options) {
   if (!prepared.rlimits.empty()) spec.rlimits = prepared.rlimits;
 
   prepared.scratch = std::make_unique<ScratchDisk>(
-      cache / "scratch", spec.hostname + "-" + std::to_string(::getpid()));
+      cache / "scratch", spec.hostname + "-" + std::to_string(::getpid()), options.keep);
   if (options.net == "tap") {
     prepared.network = create_run_network(options.name);
     spec.network = prepared.network->spec();
@@ -471,7 +471,6 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
 int run_container(const RunOptions& options) {
   try {
     auto prepared = prepare(options);
-    if (options.keep) prepared.scratch->keep();
     Conversation conversation(options, prepared.spec);
     SerialLog serial_log;
     prepared.machine.serial_sink = [&](std::span<const uint8_t> bytes) { serial_log.write(bytes); };
@@ -496,7 +495,8 @@ int run_container(const RunOptions& options) {
     forwarder.reset();
     const int status = report(conversation.session(), exit, serial_log.telling_line());
     if (options.keep)
-      std::fprintf(stderr, "ember: scratch disk kept at %s\n", prepared.scratch->path().c_str());
+      std::fprintf(stderr, "ember: scratch disk kept at %s\n",
+                   prepared.scratch->kept_path().c_str());
     return status;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "ember: %s\n", error.what());

@@ -14,39 +14,51 @@ namespace ember::run {
 
 namespace fs = std::filesystem;
 
-ScratchDisk::ScratchDisk(const fs::path& directory, const std::string& name, uint64_t bytes) {
+ScratchDisk::ScratchDisk(const fs::path& directory, const std::string& name, bool keep,
+                         uint64_t bytes) {
   std::error_code error;
   fs::create_directories(directory, error);
   if (error)
     throw Error("scratch disk: cannot create " + directory.string() + ": " + error.message());
-  path_ = directory / (name + ".ext4");
-  {
-    UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd) throw system_error("scratch disk " + path_.string());
-    if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
-      const auto failure = system_error("scratch disk " + path_.string());
-      fs::remove(path_, error);
-      throw failure;
+  const fs::path named = directory / (name + ".ext4");
+  if (keep) {
+    fd_.reset(::open(named.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd_) throw system_error("scratch disk " + named.string());
+    kept_path_ = named;
+  } else {
+    fd_.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!fd_ && (errno == EOPNOTSUPP || errno == EISDIR)) {
+      // No O_TMPFILE here (overlayfs before Linux 6.6, for one): a name for a moment only.
+      fd_.reset(::open(named.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (fd_) ::unlink(named.c_str());
     }
+    if (!fd_) throw system_error("scratch disk in " + directory.string());
   }
+  path_ = "/proc/self/fd/" + std::to_string(fd_.get());
+  const auto remove_kept = [&] {
+    if (!kept_path_.empty()) fs::remove(kept_path_, error);
+  };
+  if (::ftruncate(fd_.get(), static_cast<off_t>(bytes)) != 0) {
+    const auto failure = system_error("scratch disk " + named.string());
+    remove_kept();
+    throw failure;
+  }
+  // mkfs.ext4 reaches the file through this process's descriptor. Lazy inode-table and journal
+  // initialisation: formatting stays quick and the file sparse.
+  const std::string target = "/proc/" + std::to_string(::getpid()) + "/fd/" +
+                             std::to_string(fd_.get());
   std::string diagnostics;
-  // Lazy inode-table and journal initialisation: formatting stays quick and the file sparse.
   const int status =
       run_quietly({"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-L",
-                   "ember-scratch", path_.string()},
+                   "ember-scratch", target},
                   diagnostics);
   if (status != 0) {
-    fs::remove(path_, error);
-    throw Error("scratch disk: mkfs.ext4 " + path_.string() + " failed" +
+    remove_kept();
+    throw Error("scratch disk: mkfs.ext4 " + named.string() + " failed" +
                 (diagnostics.empty() ? std::string() : ": " + diagnostics));
   }
-  spdlog::debug("scratch disk {} ({} GiB sparse, ext4)", path_.string(), bytes >> 30);
-}
-
-ScratchDisk::~ScratchDisk() {
-  if (keep_) return;
-  std::error_code error;
-  fs::remove(path_, error);
+  spdlog::debug("scratch disk {} ({} GiB sparse, ext4)",
+                keep ? named.string() : "in " + directory.string() + " (unnamed)", bytes >> 30);
 }
 
 }  // namespace ember::run
