@@ -1,10 +1,12 @@
 """Shared pieces of ember's end-to-end tests: the host kind, running ember, and the tally that ends
 each test's output with 'N passed, N failed'."""
+import faulthandler
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -64,10 +66,14 @@ def without_dev_kvm(command):
     script = """set -e
 d=$(mktemp -d)
 mount -t tmpfs -o mode=0755 tmpfs "$d"
-for n in null zero full random urandom tty ptmx; do cp -a /dev/$n "$d/"; done
+for n in null zero full random urandom tty ptmx kmsg fuse loop-control; do
+  [ -e /dev/$n ] && cp -a /dev/$n "$d/"
+done
+for n in /dev/loop[0-9]*; do [ -b "$n" ] && cp -a "$n" "$d/"; done
 mkdir "$d/net" "$d/pts" "$d/shm"
 [ -e /dev/net/tun ] && cp -a /dev/net/tun "$d/net/"
 ln -s /proc/self/fd "$d/fd"
+ln -s /proc/self/fd/0 "$d/stdin"; ln -s /proc/self/fd/1 "$d/stdout"; ln -s /proc/self/fd/2 "$d/stderr"
 mount --move "$d" /dev
 rmdir "$d"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
@@ -77,8 +83,13 @@ exec "$@"
 
 
 def announce(tier, what):
-    """The first line of every e2e test: which tier and which host kind it ran on."""
+    """The first line of every e2e test: which tier and which host kind it ran on. Also arms a
+    watchdog: with EMBER_TEST_TIMEOUT (set by on_kvm.py) every thread's Python stack is printed
+    shortly before the test would be killed, to say where a hung test hangs."""
     print(f"tier {tier} ({what}) on {host_kind()}", flush=True)
+    timeout = float(os.environ.get("EMBER_TEST_TIMEOUT", "0") or 0)
+    if timeout > 60:
+        faulthandler.dump_traceback_later(timeout - 30, exit=False, file=sys.stdout)
 
 
 # Kernel log lines that mean something went wrong, whatever the rest of the boot did.
@@ -93,17 +104,21 @@ def kernel_warnings(log):
 
 
 class Tally:
+    """Counts checks; safe to use from several threads."""
+
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.lock = threading.Lock()
 
     def check(self, name, condition, detail=""):
-        if condition:
-            self.passed += 1
-            print(f"PASS {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
+        with self.lock:
+            if condition:
+                self.passed += 1
+                print(f"PASS {name}", flush=True)
+            else:
+                self.failed += 1
+                print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
         return condition
 
     def finish(self):
@@ -137,6 +152,14 @@ def run(command, timeout, stdin_data=None, env=None):
     except subprocess.TimeoutExpired:
         timed_out = True
         os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Something outside the process group still holds its pipes: say so, don't hang.
+            print(f"common.run: {command[0]}'s pipes still open 30 s after SIGKILL to its group; "
+                  f"processes: {subprocess.run(['ps', '-eo', 'pid,pgid,stat,args'], capture_output=True, text=True).stdout}",
+                  flush=True)
+            process.kill()
+            stdout, stderr = b"", b""
     return Result(process.returncode, stdout.decode(errors="replace"),
                   stderr.decode(errors="replace"), time.monotonic() - start, timed_out)

@@ -18,16 +18,12 @@ import subprocess
 import sys
 import time
 
+import common
+
 QEMU = "qemu-system-x86_64"
 TIMEOUT_S = 60
 MEMORY_MIB = 256
 INPUT_LINE = "hello-from-the-host"
-
-
-def host_kind():
-    if os.path.isdir("/sys/module/kvm_pvm"):
-        return "emulating KVM (kvm_pvm)"
-    return "hardware KVM"
 
 
 def run_qemu(arguments, feed_input=None):
@@ -111,7 +107,7 @@ def main():
                              "setup stub does not support, so it is not booted here")
     options = parser.parse_args()
 
-    print("tier 2 (ember test guest) under QEMU on %s" % host_kind(), flush=True)
+    print("tier 2 (ember test guest) under QEMU on %s" % common.host_kind(), flush=True)
     passed = failed = 0
     if shutil.which(QEMU) is None:
         print("FAIL setup: %s not found (install Debian's qemu-system-x86)" % QEMU)

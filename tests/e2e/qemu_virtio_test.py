@@ -31,6 +31,8 @@ from virtio_host import (GUEST_IP, HOST_IP, WRITE_BYTES, WRITE_OFFSET, console_p
                          disk_pattern, fnv1a, guest_write_pattern, net_problems, run_net_helper)
 import virtio_host
 
+import common
+
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT_S = 120
 MEMORY_MIB = 256
@@ -42,12 +44,6 @@ CONSOLE_INPUT = "hello-virtio-console"
 NAMESPACE = "ember-qvt-%d" % os.getpid()
 TAP = "qvt0"
 TX_MB = 2
-
-
-def host_kind():
-    if os.path.isdir("/sys/module/kvm_pvm"):
-        return "emulating KVM (kvm_pvm)"
-    return "hardware KVM"
 
 
 # --- running QEMU ---------------------------------------------------------------------------------------------
@@ -269,7 +265,7 @@ def main():
     parser.add_argument("--case", action="append", help="run only these cases (by name)")
     parser.add_argument("--keep-output", action="store_true", help="print every guest line")
     options = parser.parse_args()
-    print("tier 2 (ember test guest virtio drivers) under QEMU on %s" % host_kind(), flush=True)
+    print("tier 2 (ember test guest virtio drivers) under QEMU on %s" % common.host_kind(), flush=True)
     passed = failed = 0
     if shutil.which(QEMU) is None:
         print("FAIL setup: %s not found (install Debian's qemu-system-x86)" % QEMU)

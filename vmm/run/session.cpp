@@ -58,6 +58,7 @@ void Session::on_frame(uint8_t type, std::span<const uint8_t> payload) {
     if (version != protocol::kVersion)
       return fail("ember-init speaks protocol version " + std::to_string(version) + ", ember " +
                   std::to_string(protocol::kVersion));
+    spdlog::debug("ember-init said hello (protocol {}): sending the launch spec", version);
     state_ = State::kRunning;
     queue(protocol::kStart,
           std::span(reinterpret_cast<const uint8_t*>(spec_json_.data()), spec_json_.size()));
