@@ -42,6 +42,8 @@ def expect_error(name, arguments, needles, codes=(1,), run_as=None, needs_kvm=Fa
         command = ["setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--clear-groups",
                    *command]
     variants = [("", command), (" (no /dev/kvm)", common.without_dev_kvm(command))]
+    if needs_kvm and not HAVE_KVM:
+        return  # Checked in the lab (the end of this test).
     if needs_kvm:
         variants = variants[:1]
     elif not HAVE_KVM:

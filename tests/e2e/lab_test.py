@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import common
 
@@ -98,6 +99,23 @@ def main():
         result = lab(["--", "sh", "-c", "cat; echo done"])
         tally.check("without -i the command's stdin is empty", result.stdout == b"done\n",
                     repr(result.stdout))
+
+        # A slow reader of tools/lab's stdout: every byte still arrives, the last ones included (the
+        # lab's ports are drained while tools/lab's own output waits; the lab powers off only after
+        # the host has seen the end of both streams). 20 MB, read 64 KiB at a time with pauses.
+        process = subprocess.Popen(LAB + ["--", "sh", "-c", "head -c 20000000 /dev/urandom > /tmp/big; "
+                                          "sha256sum < /tmp/big >&2; cat /tmp/big; printf tail"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        data = bytearray()
+        while chunk := process.stdout.read(65536):
+            data += chunk
+            time.sleep(0.005)
+        lab_digest = process.stderr.read().decode().split()[:1]
+        process.wait()
+        tally.check("a slow reader gets every byte, the end included (20 MB, SHA-256)",
+                    process.returncode == 0 and len(data) == 20_000_004 and data.endswith(b"tail")
+                    and lab_digest == [hashlib.sha256(data[:-4]).hexdigest()],
+                    f"exit {process.returncode}, {len(data)} bytes")
 
         result = lab(["--timeout", "20", "--", "sleep", "600"])
         tally.check("--timeout: exit 124 and one line saying so", result.returncode == 124 and

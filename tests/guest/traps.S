@@ -79,7 +79,7 @@ io_trap:
     iretq
 7:  cmpl $IO_OP_CPL0_POPCNT, %edi
     jne 8f
-    popcntq %rdx, %rax
+    popcntq %rax, %rax   /* the value: io_trap moved it to RAX (RDX holds the port now) */
     iretq
 8:  cmpl $IO_OP_FLUSH_TLB, %edi
     jne 6f
