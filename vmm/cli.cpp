@@ -15,6 +15,7 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/run/run_command.hpp"
 #include "guest/image/prepare.hpp"
 
@@ -274,6 +275,11 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"pci", "mmio", "mmio-cmdline"}));
   bool no_rng = false;
   boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
+  std::string seccomp = "on";
+  boot->add_option("--seccomp", seccomp,
+                   "on (default): each VMM thread confined to the system calls it needs; off: for "
+                   "debugging only")
+      ->check(CLI::IsMember({"on", "off"}));
 
   run::RunOptions run_options;
   auto* run = run::add_run_subcommand(app, run_options, log_level);
@@ -345,6 +351,7 @@ int run_cli(int argc, char** argv) {
                        : transport == "mmio-cmdline" ? Transport::kMmioCommandLine
                                                      : Transport::kPci;
     config.entropy = !no_rng;
+    config.seccomp = seccomp::wanted(seccomp);
     Machine machine(config);
     return exit_status(machine.run());
   } catch (const std::exception& error) {

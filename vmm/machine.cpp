@@ -1,5 +1,9 @@
 #include "vmm/machine.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +33,7 @@
 #include "vmm/error.hpp"
 #include "vmm/event_loop.hpp"
 #include "vmm/kvm_interrupt_line.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/terminal.hpp"
 #include "vmm/virtio_devices.hpp"
 
@@ -304,9 +309,23 @@ MachineExit Machine::run() {
     });
   }
 
+#if defined(__SANITIZE_ADDRESS__)
+  // LeakSanitizer's scan at exit clones a thread that ptraces the others: nothing a confined VMM
+  // may do. In ASan builds leaks are checked here instead, up to the guest's start.
+  if (config_.seccomp) __lsan_do_leak_check();
+#endif
+  if (config_.seccomp) seccomp::prepare();  // Once, before the vCPU threads each load theirs.
   for (auto& vcpu : vcpus_) {
     Vcpu* raw = vcpu.get();
     vcpu_threads_.emplace_back([this, raw] { vcpu_loop(*raw); });
+  }
+  // After the vCPU threads exist (they must not inherit it): the I/O loop's and the clean-up's calls.
+  if (config_.seccomp) {
+    try {
+      seccomp::confine_this_thread(seccomp::ThreadKind::kMain, "main");
+    } catch (const Error& error) {
+      request_stop({MachineExit::Kind::kFailure, 0, error.what()});
+    }
   }
   if (!stopping_.load()) loop.run();
 
@@ -365,6 +384,8 @@ void Machine::vcpu_loop(Vcpu& vcpu) {
     spdlog::debug("first KVM_RUN at CLOCK_MONOTONIC {}.{:09}", now.tv_sec, now.tv_nsec);
   }
   try {
+    if (config_.seccomp)
+      seccomp::confine_this_thread(seccomp::ThreadKind::kVcpu, "vcpu" + std::to_string(vcpu.index()));
     while (!stopping_.load(std::memory_order_acquire)) {
       if (::ioctl(vcpu.fd(), KVM_RUN, 0) < 0) {
         // EINTR: kicked (or a stray signal); EAGAIN: an AP woke up for INIT/SIPI. Both: go round.

@@ -57,6 +57,8 @@ struct MachineConfig {
   std::vector<NetConfig> nets;
   std::vector<ShareConfig> shares;  // virtio-fs, one virtiofsd each.
   bool entropy = true;  // virtio-rng
+  // Each thread confines itself with its seccomp filter (vmm/seccomp.hpp) before the guest runs.
+  bool seccomp = true;
 
   // Hooks for `ember run` (left empty, `ember boot` behaves as before). Each runs on the I/O thread.
   using ByteSink = std::function<void(std::span<const uint8_t>)>;

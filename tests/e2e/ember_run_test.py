@@ -7,7 +7,8 @@ temporary directory.
 Checks: stdin with -i (exact bytes back) and without -i (not read); 10 MB each way with SHA-256
 (cat; split with stdout and stderr checked apart); exit statuses 0, 7, kError 127 with its message;
 signal relay (SIGTERM -> 143; trapped -> 42); a guest ignoring SIGTERM is killed after
---stop-timeout 1 (137); an invalid frame -> 125 "protocol error"; -e/--env-file/-w/-u/--name in the
+--stop-timeout 1 (137); every thread under seccomp while the guest runs (none with --seccomp off);
+an invalid frame -> 125 "protocol error"; -e/--env-file/-w/-u/--name in the
 launch spec; the scratch disk removed after the run and kept with --keep; bad input one-liners.
 Then the protocol throughput of ember's host side against the test guest (printed, not asserted).
 
@@ -200,6 +201,36 @@ def check_signals():
                 f"ready {ready}, exit {code} after {time.monotonic() - start:.1f}s; log tail {log[-600:]}")
 
 
+def seccomp_modes(pid):
+    """The Seccomp: field (0 off, 2 filter) of each of the process's threads, by thread name."""
+    modes = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except FileNotFoundError:
+            continue
+        modes[f"{fields['Name'].strip()}/{tid}"] = int(fields["Seccomp"])
+    return modes
+
+
+def check_seccomp():
+    """While the guest runs, every ember thread (main and each vCPU; KVM's kvm-nx-lpage-recovery
+    worker shows up among them too) is under its seccomp filter; with --seccomp off none is, and
+    ember says so."""
+    for args, expected, name in (([], 2, "every ember thread runs under a seccomp filter while the guest runs"),
+                                 (["--seccomp", "off"], 0, "--seccomp off: no thread is filtered, and ember warns")):
+        ember = Background(command(args + ["--cpus", "2"], ["waitsig"], log_level="debug"))
+        ready = ember.wait_for("init_stub: running waitsig")
+        modes = seccomp_modes(ember.process.pid) if ready else {}
+        ember.process.send_signal(signal.SIGTERM)
+        code, log = ember.finish()
+        warned = "--seccomp off" in log
+        tally.check(name, ready and code == 143 and sum(n.startswith("ember/") for n in modes) == 3 and
+                    all(mode == expected for mode in modes.values()) and warned == (expected == 0),
+                    f"ready {ready}, exit {code}, threads {modes}, warned {warned}; log tail {log[-400:]}")
+
+
 def check_tty():
     """-t -i with a terminal as stdin: kResize carries its size, its mode is restored at exit."""
     master, slave = pty.openpty()
@@ -341,6 +372,7 @@ def main():
         check_streams()
         check_bulk(10, boot_seconds)
         check_signals()
+        check_seccomp()
         check_tty()
         check_spec()
         check_scratch()

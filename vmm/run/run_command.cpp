@@ -19,6 +19,7 @@
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/seccomp.hpp"
 #include "vmm/port_forward.hpp"
 #include "vmm/run/initrd.hpp"
 #include "vmm/run/kernel.hpp"
@@ -227,6 +228,7 @@ Prepared prepare(const RunOptions& options) {
   machine.console_input = -1;
   machine.console_output = -1;
   machine.entropy = true;
+  machine.seccomp = seccomp::wanted(options.seccomp);
   machine.disks.push_back({image_prepared.disk.string(), true, "ember-root", false});
   machine.disks.push_back({prepared.scratch->path().string(), false, "ember-scratch", false});
   spdlog::debug("kernel command line: {}", machine.cmdline);
@@ -456,6 +458,10 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
   run->add_option("--kernel", options.kernel,
                   "kernel to boot (default: <cache>/default-kernel/kernel)");
   run->add_option("--kernel-args", options.kernel_args, "extra kernel command line arguments");
+  run->add_option("--seccomp", options.seccomp,
+                  "on (default): each VMM thread confined to the system calls it needs; off: for "
+                  "debugging only")
+      ->check(CLI::IsMember({"on", "off"}));
   run->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   // Repeatable options take one value each, so `-e A=1 IMAGE` never swallows IMAGE.

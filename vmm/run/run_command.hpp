@@ -33,6 +33,7 @@ struct RunOptions {
   uint32_t stop_timeout = 10;          // seconds between SIGINT/SIGTERM and SIGKILL
   std::string kernel;
   std::string kernel_args;
+  std::string seccomp = "on";          // --seccomp on|off
   std::vector<std::string> image_and_command;  // IMAGE [--] CMD ARGS...
 };
 
