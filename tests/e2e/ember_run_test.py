@@ -7,7 +7,8 @@ temporary directory.
 Checks: stdin with -i (exact bytes back) and without -i (not read); 10 MB each way with SHA-256
 (cat; split with stdout and stderr checked apart); exit statuses 0, 7, kError 127 with its message;
 signal relay (SIGTERM -> 143; trapped -> 42); a guest ignoring SIGTERM is killed after
---stop-timeout 1 (137); every thread under seccomp while the guest runs (none with --seccomp off);
+--stop-timeout 1 (137); every thread under seccomp while the guest runs (none with --seccomp off); virtiofsd killed
+mid-run is reported and the run goes on;
 an invalid frame -> 125 "protocol error"; -e/--env-file/-w/-u/--name in the
 launch spec; the scratch disk removed after the run and kept with --keep; bad input one-liners.
 Then the protocol throughput of ember's host side against the test guest (printed, not asserted).
@@ -231,6 +232,35 @@ def check_seccomp():
                     f"ready {ready}, exit {code}, threads {modes}, warned {warned}; log tail {log[-400:]}")
 
 
+def children(pid):
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                found += [int(child) for child in listing.read().split()]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def check_virtiofsd_exit():
+    """A virtiofsd (-v) that dies while the guest runs: the confined main thread reports it and the
+    run goes on (its pidfd fires on the I/O loop, which looks with waitid and reaps)."""
+    share = os.path.join(work, "share")
+    os.makedirs(share, exist_ok=True)
+    ember = Background(command(["-v", f"{share}:/share"], ["waitsig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running waitsig")
+    helpers = children(ember.process.pid) if ready else []
+    for helper in helpers:
+        os.killpg(helper, signal.SIGKILL)
+    reported = bool(helpers) and ember.wait_for("the guest lost that share", timeout=30)
+    ember.process.send_signal(signal.SIGTERM)
+    code, log = ember.finish()
+    tally.check("virtiofsd killed while the guest runs: reported, ember goes on (143 on SIGTERM)",
+                ready and reported and code == 143 and "forbidden system call" not in log,
+                f"ready {ready}, helpers {helpers}, reported {reported}, exit {code}; log tail {log[-600:]}")
+
+
 def check_tty():
     """-t -i with a terminal as stdin: kResize carries its size, its mode is restored at exit."""
     master, slave = pty.openpty()
@@ -373,6 +403,7 @@ def main():
         check_bulk(10, boot_seconds)
         check_signals()
         check_seccomp()
+        check_virtiofsd_exit()
         check_tty()
         check_spec()
         check_scratch()
