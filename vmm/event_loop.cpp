@@ -22,19 +22,27 @@ EventLoop::EventLoop() {
 }
 
 void EventLoop::add(int fd, uint32_t events, Handler handler) {
+  std::lock_guard lock(handlers_mutex_);
+  // Events carry a registration number, not the fd: an fd closed and its number reused by a new
+  // registration while events for the old one are still in run()'s batch must not reach the new
+  // handler (a stale readable event looked like an expired connect timer to -p).
+  const uint64_t registration = next_registration_++;
   epoll_event event{};
   event.events = events;
-  event.data.fd = fd;
-  std::lock_guard lock(handlers_mutex_);
+  event.data.u64 = registration;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0)
     throw system_error("epoll_ctl add fd " + std::to_string(fd));
-  handlers_[fd] = std::move(handler);
+  registrations_[fd] = registration;
+  handlers_[registration] = std::move(handler);
 }
 
 void EventLoop::remove(int fd) {
   std::lock_guard lock(handlers_mutex_);
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  handlers_.erase(fd);
+  const auto found = registrations_.find(fd);
+  if (found == registrations_.end()) return;
+  handlers_.erase(found->second);
+  registrations_.erase(found);
 }
 
 void EventLoop::set_idle(std::chrono::milliseconds period, std::function<void()> idle) {
@@ -55,9 +63,10 @@ void EventLoop::run() {
       Handler callback;
       {
         // Copied under the lock and called without it: a handler may add or remove fds, itself
-        // included. An fd removed since epoll_wait returned is no longer found and is skipped.
+        // included. A registration removed since epoll_wait returned is no longer found and is
+        // skipped, even if its fd number has been registered again since.
         std::lock_guard lock(handlers_mutex_);
-        auto handler = handlers_.find(events[i].data.fd);
+        auto handler = handlers_.find(events[i].data.u64);
         if (handler == handlers_.end()) continue;
         callback = handler->second;
       }

@@ -37,7 +37,9 @@ class EventLoop {
   UniqueFd wake_;  // eventfd that stop() writes.
   std::atomic<bool> stopping_{false};
   std::mutex handlers_mutex_;
-  std::map<int, Handler> handlers_;
+  std::map<uint64_t, Handler> handlers_;  // By registration number (epoll_event.data.u64).
+  std::map<int, uint64_t> registrations_;  // Each watched fd's current registration.
+  uint64_t next_registration_ = 1;
   std::chrono::milliseconds idle_period_{-1};
   std::function<void()> idle_;
   bool idle_timer_ = false;

@@ -1,6 +1,8 @@
 #include "vmm/event_loop.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -54,6 +56,34 @@ TEST(EventLoop, AddAndRemoveFromOtherThreadsWhileRunning) {
   loop.stop();
   runner.join();
   EXPECT_LE(calls.load(), 200);
+}
+
+TEST(EventLoop, AStaleEventDoesNotReachTheNextRegistrationOfTheSameFdNumber) {
+  // Two ready eventfds in one epoll_wait batch. Whichever handler runs first removes and closes the
+  // other, puts a fresh, empty eventfd on the same fd number and registers it: the batch's event for
+  // the old fd must not reach the new handler (the new fd never became readable).
+  EventLoop loop;
+  UniqueFd first(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  UniqueFd second(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  signal(first.get());
+  signal(second.get());
+  std::atomic<int> stale_calls{0};
+  bool swapped = false;
+  auto swap_other = [&](UniqueFd& other) {
+    if (swapped) return;
+    swapped = true;
+    const int number = other.get();
+    loop.remove(number);
+    UniqueFd fresh(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    ASSERT_EQ(::dup3(fresh.get(), number, O_CLOEXEC), number);  // Closes the old fd, reuses its number.
+    loop.add(number, EPOLLIN, [&](uint32_t) { ++stale_calls; });
+    loop.stop();
+  };
+  loop.add(first.get(), EPOLLIN, [&](uint32_t) { swap_other(second); });
+  loop.add(second.get(), EPOLLIN, [&](uint32_t) { swap_other(first); });
+  loop.run();
+  EXPECT_TRUE(swapped);
+  EXPECT_EQ(stale_calls.load(), 0);
 }
 
 TEST(EventLoop, HandlerMayRemoveItself) {
