@@ -238,6 +238,14 @@ int print_host(const std::string& kvm_path) {
 
 }  // namespace
 
+void add_seccomp_option(CLI::App& command, std::string& setting) {
+  command
+      .add_option("--seccomp", setting,
+                  "on (default): each VMM thread confined to the system calls it needs; off: for "
+                  "debugging only")
+      ->check(CLI::IsMember({"on", "off"}));
+}
+
 int run_cli(int argc, char** argv) {
   CLI::App app{"ember: a microVM monitor on Linux KVM"};
   app.require_subcommand(1);
@@ -276,10 +284,7 @@ int run_cli(int argc, char** argv) {
   bool no_rng = false;
   boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
   std::string seccomp = "on";
-  boot->add_option("--seccomp", seccomp,
-                   "on (default): each VMM thread confined to the system calls it needs; off: for "
-                   "debugging only")
-      ->check(CLI::IsMember({"on", "off"}));
+  add_seccomp_option(*boot, seccomp);
 
   run::RunOptions run_options;
   auto* run = run::add_run_subcommand(app, run_options, log_level);

@@ -5,6 +5,10 @@
 #include <optional>
 #include <string>
 
+namespace CLI {
+class App;
+}
+
 namespace ember {
 
 // ember's exit statuses (`ember boot`).
@@ -25,6 +29,9 @@ struct ShareConfig;
 std::optional<DiskConfig> parse_disk(const std::string& text, std::string& error);
 std::optional<NetConfig> parse_net(const std::string& text, std::string& error);
 std::optional<ShareConfig> parse_share(const std::string& text, std::string& error);
+
+// --seccomp on|off on a subcommand (boot, run); seccomp::wanted() reads the value.
+void add_seccomp_option(CLI::App& command, std::string& setting);
 
 int run_cli(int argc, char** argv);
 

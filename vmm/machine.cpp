@@ -309,12 +309,14 @@ MachineExit Machine::run() {
     });
   }
 
+  if (config_.seccomp) {
 #if defined(__SANITIZE_ADDRESS__)
-  // LeakSanitizer's scan at exit clones a thread that ptraces the others: nothing a confined VMM
-  // may do. In ASan builds leaks are checked here instead, up to the guest's start.
-  if (config_.seccomp) __lsan_do_leak_check();
+    // LeakSanitizer's scan at exit clones a thread that ptraces the others: nothing a confined VMM
+    // may do. In ASan builds leaks are checked here instead, up to the guest's start.
+    __lsan_do_leak_check();
 #endif
-  if (config_.seccomp) seccomp::prepare();  // Once, before the vCPU threads each load theirs.
+    seccomp::prepare();  // Once, before the vCPU threads each load theirs.
+  }
   for (auto& vcpu : vcpus_) {
     Vcpu* raw = vcpu.get();
     vcpu_threads_.emplace_back([this, raw] { vcpu_loop(*raw); });

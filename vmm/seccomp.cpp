@@ -203,16 +203,13 @@ void append(char* line, size_t size, size_t& used, const char* text) {
 void report_and_die(int, siginfo_t* info, void*) {
   char line[200];
   size_t used = 0;
-  char number[16];
-  int value = info->si_syscall;
-  size_t digits = 0;
-  char reversed[16];
+  char digits[12];
+  char* number = digits + sizeof(digits);
+  *--number = '\0';
+  auto value = static_cast<unsigned>(info->si_syscall);
   do {
-    reversed[digits++] = static_cast<char>('0' + value % 10);
-    value /= 10;
-  } while (value > 0 && digits < sizeof(reversed));
-  for (size_t i = 0; i < digits; ++i) number[i] = reversed[digits - 1 - i];
-  number[digits] = '\0';
+    *--number = static_cast<char>('0' + value % 10);
+  } while ((value /= 10) > 0);
   const char* name = info->si_syscall >= 0 && info->si_syscall < kNamedCalls &&
                              call_names[info->si_syscall][0] != '\0'
                          ? call_names[info->si_syscall].data()

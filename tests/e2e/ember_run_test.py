@@ -7,10 +7,9 @@ temporary directory.
 Checks: stdin with -i (exact bytes back) and without -i (not read); 10 MB each way with SHA-256
 (cat; split with stdout and stderr checked apart); exit statuses 0, 7, kError 127 with its message;
 signal relay (SIGTERM -> 143; trapped -> 42); a guest ignoring SIGTERM is killed after
---stop-timeout 1 (137); every thread under seccomp while the guest runs (none with --seccomp off); virtiofsd killed
-mid-run is reported and the run goes on;
-an invalid frame -> 125 "protocol error"; -e/--env-file/-w/-u/--name in the
-launch spec; the scratch disk removed after the run and kept with --keep; bad input one-liners.
+--stop-timeout 1 (137); every thread under seccomp while the guest runs (none with --seccomp off);
+a virtiofsd killed mid-run is reported and the run goes on; an invalid frame -> 125 "protocol
+error"; -e/--env-file/-w/-u/--name in the launch spec; the scratch disk removed after the run and kept with --keep; bad input one-liners.
 Then the protocol throughput of ember's host side against the test guest (printed, not asserted).
 
 usage: ember_run_test.py EMBER GUEST_ELF [--bench-mb N]...

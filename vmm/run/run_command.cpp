@@ -458,10 +458,7 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
   run->add_option("--kernel", options.kernel,
                   "kernel to boot (default: <cache>/default-kernel/kernel)");
   run->add_option("--kernel-args", options.kernel_args, "extra kernel command line arguments");
-  run->add_option("--seccomp", options.seccomp,
-                  "on (default): each VMM thread confined to the system calls it needs; off: for "
-                  "debugging only")
-      ->check(CLI::IsMember({"on", "off"}));
+  add_seccomp_option(*run, options.seccomp);
   run->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   // Repeatable options take one value each, so `-e A=1 IMAGE` never swallows IMAGE.
