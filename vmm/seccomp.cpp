@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <termios.h>
@@ -57,9 +58,9 @@ constexpr Call kCommon[] = {
     {"rt_sigreturn", "return from the vCPU kick handler and the SIGSYS reporter"},
     {"rt_sigprocmask", "glibc blocks signals around thread exit and in pthread_kill"},
     {"restart_syscall", "a call interrupted by the kick signal restarts"},
-    {"getpid", "pthread_kill (kicking a vCPU) and the SIGSYS report's re-raise"},
-    {"gettid", "pthread_kill and the SIGSYS report's re-raise"},
-    {"tgkill", "pthread_kill: kicking a vCPU out of KVM_RUN, the SIGSYS report's re-raise"},
+    {"getpid", "pthread_kill (kicking a vCPU)"},
+    {"gettid", "pthread_kill"},
+    {"tgkill", "pthread_kill: kicking a vCPU out of KVM_RUN"},
     {"clock_gettime", "the log's timestamps and timeouts (when the vDSO cannot answer)"},
     {"gettimeofday", "the same, through older glibc paths"},
     {"clock_nanosleep", "short back-offs"},
@@ -222,9 +223,10 @@ void report_and_die(int, siginfo_t* info, void*) {
   append(line, sizeof(line), used, number);
   append(line, sizeof(line), used, "); the VMM stops\n");
   [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, line, used);
-  // SA_RESETHAND put SIGSYS back to its default: re-raised, it is pending until this handler
-  // returns, then ends the whole process with SIGSYS.
-  ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), SIGSYS);
+  // SA_RESETHAND put SIGSYS back to its default. A call no filter allows traps again, and the
+  // kernel forces that SIGSYS, which ends the whole process even where a re-raised one would be
+  // dropped: the jailed VMM is pid 1 of its namespace, immune to the signals it sends itself.
+  ::syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
 }
 
 void install_reporter() {
@@ -251,6 +253,8 @@ std::vector<sock_filter> compile(ThreadKind kind) {
   if (const int status = seccomp_attr_set(filter.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2); status != 0)
     throw system_error("seccomp: binary-tree filter", -status);
   for (const Call* call : calls_of(kind)) {
+    // The SIGSYS reporter ends the VMM with this call (report_and_die).
+    if (std::strcmp(call->name, "ptrace") == 0) throw Error("seccomp: ptrace may not be allowed");
     const int number = resolve(call->name);
     if (std::strcmp(call->name, "ioctl") == 0) {
       for (const Ioctl& request : ioctls_of(kind)) {

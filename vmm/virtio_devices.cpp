@@ -53,7 +53,10 @@ VirtioDevices::VirtioDevices(const GuestMemory& memory, EventLoop& loop, Bus& pi
 
 VirtioDevices::~VirtioDevices() {
   for (auto& notifier : notifiers_) loop_.remove(notifier->eventfd.get());
-  for (auto& virtiofsd : virtiofsds_) loop_.remove(virtiofsd->pidfd());
+  for (auto& virtiofsd : virtiofsds_) {
+    loop_.remove(virtiofsd->pidfd());
+    loop_.remove(virtiofsd->stderr_fd());
+  }
 }
 
 void VirtioDevices::create(const MachineConfig& config, ConsoleOutput console_output) {
@@ -120,9 +123,24 @@ std::unique_ptr<virtio::Device> VirtioDevices::make_share(const ShareConfig& sha
         share.tag);
   } catch (const Error& error) {
     const auto exit = virtiofsd->wait_exit(std::chrono::seconds(1));
-    throw Error(std::string(error.what()) + (exit ? " (virtiofsd " + *exit + ")" : ""));
+    std::string said = virtiofsd->read_stderr();
+    while (!said.empty() && said.back() == '\n') said.pop_back();
+    if (const size_t last = said.rfind('\n'); last != std::string::npos) said.erase(0, last + 1);
+    throw Error(std::string(error.what()) + (exit ? " (virtiofsd " + *exit + ")" : "") +
+                (said.empty() ? "" : ": " + said));
   }
   Virtiofsd* raw = virtiofsd.get();
+  // What virtiofsd says while the guest runs: warnings in ember's log, a line each.
+  loop_.add(raw->stderr_fd(), EPOLLIN, [this, raw, tag = share.tag](uint32_t events) {
+    std::string text = raw->read_stderr();
+    for (size_t start = 0; start < text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      if (end > start) spdlog::warn("virtiofsd for share '{}': {}", tag, text.substr(start, end - start));
+      start = end + 1;
+    }
+    if (text.empty() && (events & EPOLLHUP)) loop_.remove(raw->stderr_fd());
+  });
   loop_.add(raw->pidfd(), EPOLLIN, [this, raw, tag = share.tag](uint32_t) {
     const auto exit = raw->poll_exit();
     if (!exit) return;

@@ -60,7 +60,7 @@ struct ChildFailure {
 }
 
 [[noreturn]] void run_child(const std::string& dir, bool read_only, int listen_fd, int error_pipe,
-                            pid_t parent, const std::vector<char*>& argv) {
+                            int stderr_pipe, pid_t parent, const std::vector<char*>& argv) {
   if (::setpgid(0, 0) != 0) child_fail(error_pipe, Step::kProcessGroup);
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent)
     child_fail(error_pipe, Step::kDeathSignal);
@@ -86,6 +86,7 @@ struct ChildFailure {
   for (int signal : {SIGPIPE, SIGCHLD, SIGINT, SIGTERM, SIGHUP})
     ::sigaction(signal, &default_action, nullptr);
   ::fcntl(listen_fd, F_SETFD, 0);  // The one fd virtiofsd inherits on purpose.
+  if (::dup2(stderr_pipe, STDERR_FILENO) < 0) child_fail(error_pipe, Step::kExec);
   ::execv(argv[0], argv.data());
   child_fail(error_pipe, Step::kExec);
 }
@@ -155,12 +156,18 @@ Virtiofsd::Virtiofsd(const VirtiofsdOptions& options) {
   if (::pipe2(pipe.data(), O_CLOEXEC) != 0) throw system_error("virtiofsd: pipe");
   UniqueFd pipe_read(pipe[0]);
   UniqueFd pipe_write(pipe[1]);
+  if (::pipe2(pipe.data(), O_CLOEXEC) != 0) throw system_error("virtiofsd: pipe");
+  stderr_.reset(pipe[0]);
+  UniqueFd stderr_write(pipe[1]);
+  ::fcntl(stderr_.get(), F_SETFL, O_NONBLOCK);
   const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ < 0) throw system_error("virtiofsd: fork");
   if (pid_ == 0)
-    run_child(host_dir_, options.read_only, listener.get(), pipe_write.get(), parent, argv);
+    run_child(host_dir_, options.read_only, listener.get(), pipe_write.get(), stderr_write.get(),
+              parent, argv);
   pipe_write.reset();
+  stderr_write.reset();
   // From here on the destructor would not run: clean up by hand on every throw.
   auto abandon = [this] {
     ::kill(-pid_, SIGKILL);
@@ -199,11 +206,21 @@ Virtiofsd::Virtiofsd(const VirtiofsdOptions& options) {
 
 Virtiofsd::~Virtiofsd() {
   if (pid_ <= 0 || exit_) return;
-  // The group: virtiofsd's sandbox forks the process that serves the connection.
-  ::kill(-pid_, SIGKILL);
+  // The group: virtiofsd's sandbox forks the process that serves the connection. In the jail this
+  // is not ember's to signal (EPERM): it dies with the jail's PID namespace, and waiting would hang.
+  if (::kill(-pid_, SIGKILL) != 0 && errno == EPERM) return;
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+}
+
+std::string Virtiofsd::read_stderr() {
+  std::string text;
+  char buffer[4096];
+  ssize_t count;
+  while ((count = ::read(stderr_.get(), buffer, sizeof(buffer))) > 0)
+    text.append(buffer, static_cast<size_t>(count));
+  return text;
 }
 
 std::optional<std::string> Virtiofsd::poll_exit() {

@@ -18,7 +18,12 @@
 // the thread that started it: create shares on the main thread). It exits by itself when the
 // vhost-user connection closes; the destructor kills the process group (virtiofsd forks a child
 // into its pid namespace) and reaps it. pidfd() becomes readable when it exits; poll_exit() then
-// reaps it and says how it ended, for the one line that reports it.
+// reaps it and says how it ended, for the one line that reports it. In --jail the VMM may not
+// signal it (root's process, the VMM's uid is not): the destructor leaves it to the kernel, which
+// kills it when the VMM, pid 1 of their PID namespace, exits.
+//
+// Its stderr is a pipe (stderr_fd()) that the I/O loop turns into log lines: virtiofsd reports the
+// end of every connection as an error, which is no news once ember closes it on purpose.
 #pragma once
 
 #include <sys/types.h>
@@ -52,6 +57,9 @@ class Virtiofsd {
   UniqueFd take_connection() { return std::move(connection_); }
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }
+  // virtiofsd's stderr (non-blocking); read_stderr() takes what it has written so far.
+  int stderr_fd() const { return stderr_.get(); }
+  std::string read_stderr();
   // nullopt while it runs; once it has exited, reaps it (and what is left of its process group)
   // and says how: "exited with status 1", "was killed by signal 9".
   std::optional<std::string> poll_exit();
@@ -64,6 +72,7 @@ class Virtiofsd {
   pid_t pid_ = -1;
   UniqueFd pidfd_;
   UniqueFd connection_;
+  UniqueFd stderr_;
   std::optional<std::string> exit_;
 };
 
