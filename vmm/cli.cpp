@@ -15,6 +15,7 @@
 #include "vmm/error.hpp"
 #include "vmm/kvm.hpp"
 #include "vmm/machine.hpp"
+#include "vmm/jail.hpp"
 #include "vmm/seccomp.hpp"
 #include "vmm/run/run_command.hpp"
 #include "guest/image/prepare.hpp"
@@ -246,6 +247,20 @@ void add_seccomp_option(CLI::App& command, std::string& setting) {
       ->check(CLI::IsMember({"on", "off"}));
 }
 
+void add_jail_options(CLI::App& command, std::string& setting, uint32_t& uid, uint32_t& gid,
+                      const char* default_text) {
+  command
+      .add_option("--jail", setting,
+                  std::string("on: the VMM in namespaces of its own, a cgroup, an empty root, "
+                              "without capabilities, as --uid/--gid (default: ") +
+                      default_text + ")")
+      ->check(CLI::IsMember({"on", "off"}));
+  command.add_option("--uid", uid, "the jailed VMM's uid (default: one of its own per VM)")
+      ->check(CLI::Range(1u, 0xfffffffeu));
+  command.add_option("--gid", gid, "the jailed VMM's gid (default: as --uid's default)")
+      ->check(CLI::Range(1u, 0xfffffffeu));
+}
+
 int run_cli(int argc, char** argv) {
   CLI::App app{"ember: a microVM monitor on Linux KVM"};
   app.require_subcommand(1);
@@ -285,6 +300,9 @@ int run_cli(int argc, char** argv) {
   boot->add_flag("--no-rng", no_rng, "no virtio-rng device");
   std::string seccomp = "on";
   add_seccomp_option(*boot, seccomp);
+  std::string jail_setting = "off";
+  uint32_t jail_uid = 0, jail_gid = 0;
+  add_jail_options(*boot, jail_setting, jail_uid, jail_gid, "off");
 
   run::RunOptions run_options;
   auto* run = run::add_run_subcommand(app, run_options, log_level);
@@ -357,8 +375,29 @@ int run_cli(int argc, char** argv) {
                                                      : Transport::kPci;
     config.entropy = !no_rng;
     config.seccomp = seccomp::wanted(seccomp);
-    Machine machine(config);
-    return exit_status(machine.run());
+    if (jail_setting != "on") {
+      Machine machine(config);
+      return exit_status(machine.run());
+    }
+    jail::Options jail_options;
+    jail_options.name = "boot";
+    jail_options.uid = jail_uid;
+    jail_options.gid = jail_gid;
+    jail_options.network_namespace = config.nets.empty();
+    jail_options.memory_bytes = config.memory_bytes;
+    jail_options.cpus = config.cpus;
+    jail_options.shares = static_cast<uint32_t>(config.shares.size());
+    jail_options.failure_status = kExitFailure;
+    return jail::run_jailed(jail_options, [&](jail::Jail& jail) {
+      try {
+        Machine machine(config);
+        jail.lock();
+        return exit_status(machine.run());
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "ember: error: %s\n", error.what());
+        return kExitFailure;
+      }
+    });
   } catch (const std::exception& error) {
     std::fprintf(stderr, "ember: error: %s\n", error.what());
     return kExitFailure;

@@ -201,6 +201,20 @@ def check_signals():
                 f"ready {ready}, exit {code} after {time.monotonic() - start:.1f}s; log tail {log[-600:]}")
 
 
+def vmm_pid(ember_pid):
+    """The process that runs the VM: ember's jailed child (pid 1 of its own namespace) when there
+    is a jail (the default as root), else ember itself."""
+    for child in children(ember_pid):
+        try:
+            with open(f"/proc/{child}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except FileNotFoundError:
+            continue
+        if fields["Name"].strip() == "ember" and fields["NSpid"].split()[-1] == "1":
+            return child
+    return ember_pid
+
+
 def seccomp_modes(pid):
     """The Seccomp: field (0 off, 2 filter) of each of the process's threads, by thread name."""
     modes = {}
@@ -222,7 +236,7 @@ def check_seccomp():
                                  (["--seccomp", "off"], 0, "--seccomp off: no thread is filtered, and ember warns")):
         ember = Background(command(args + ["--cpus", "2"], ["waitsig"], log_level="debug"))
         ready = ember.wait_for("init_stub: running waitsig")
-        modes = seccomp_modes(ember.process.pid) if ready else {}
+        modes = seccomp_modes(vmm_pid(ember.process.pid)) if ready else {}
         ember.process.send_signal(signal.SIGTERM)
         code, log = ember.finish()
         warned = "--seccomp off" in log
@@ -249,7 +263,7 @@ def check_virtiofsd_exit():
     os.makedirs(share, exist_ok=True)
     ember = Background(command(["-v", f"{share}:/share"], ["waitsig"], log_level="debug"))
     ready = ember.wait_for("init_stub: running waitsig")
-    helpers = children(ember.process.pid) if ready else []
+    helpers = children(vmm_pid(ember.process.pid)) if ready else []
     for helper in helpers:
         os.killpg(helper, signal.SIGKILL)
     reported = bool(helpers) and ember.wait_for("the guest lost that share", timeout=30)
@@ -258,6 +272,163 @@ def check_virtiofsd_exit():
     tally.check("virtiofsd killed while the guest runs: reported, ember goes on (143 on SIGTERM)",
                 ready and reported and code == 143 and "forbidden system call" not in log,
                 f"ready {ready}, helpers {helpers}, reported {reported}, exit {code}; log tail {log[-600:]}")
+
+
+def status_fields(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return {key: value.strip() for key, value in (line.split(":", 1) for line in status if ":" in line)}
+
+
+def cgroup_expected():
+    """Whether this host lets ember make a cgroup with memory, cpu and pids limits (vmm/cgroup.hpp):
+    cgroup v2 with those controllers where ember is in the root cgroup, or v1 hierarchies of all
+    three. Worked out here apart from ember."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounts = [line.split(" - ") for line in mountinfo if " - cgroup" in line]
+    v1 = set()
+    for before, after in mounts:
+        fstype, _, options = after.split()[:3]
+        if fstype == "cgroup":
+            v1 |= set(options.split(","))
+        elif fstype == "cgroup2":
+            point = before.split()[4]
+            with open("/proc/self/cgroup") as own:
+                in_root = "0::/\n" in own.read()
+            try:
+                with open(os.path.join(point, "cgroup.controllers")) as offered:
+                    if in_root and {"memory", "cpu", "pids"} <= set(offered.read().split()):
+                        return True
+            except OSError:
+                pass
+    return {"memory", "cpu", "pids"} <= v1
+
+
+def cgroup_limits(pid):
+    """The memory limit (bytes), cpu quota and pids limit of the process's cgroup(s), read from the
+    host's cgroup file system; with the cgroup directories."""
+    limits, directories = {}, []
+    with open(f"/proc/{pid}/cgroup") as listing:
+        lines = [line.strip().split(":", 2) for line in listing]
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounts = [(line.split()[4], line.split(" - ")[1].split()) for line in mountinfo if " - cgroup" in line]
+    for _, controllers, path in lines:
+        for point, (fstype, _, options) in mounts:
+            if (fstype == "cgroup2" and controllers == "") or \
+                    (fstype == "cgroup" and controllers and set(controllers.split(",")) <= set(options.split(","))):
+                directory = point + path
+                if not os.path.basename(directory).startswith("ember-"):
+                    continue
+                directories.append(directory)
+                for name in ("memory.max", "memory.limit_in_bytes", "cpu.max", "cpu.cfs_quota_us", "pids.max"):
+                    try:
+                        with open(os.path.join(directory, name)) as value:
+                            limits[name] = value.read().strip()
+                    except OSError:
+                        pass
+    return limits, directories
+
+
+def check_jail():
+    """The jail (the default as root): the VMM is pid 1 of its own PID namespace, in mount, IPC,
+    UTS and network namespaces of its own, its root is empty, it has no capabilities and runs as
+    --uid/--gid with no_new_privs; its cgroup limits memory (guest RAM + VMM + per share), CPU and
+    processes (read from the host's cgroup files), or ember said in one line why there are none;
+    virtiofsd runs in the jail's namespaces and cgroup, under its own seccomp filter. With --jail
+    off the VMM is ember itself."""
+    share = os.path.join(work, "jail-share")
+    os.makedirs(share, exist_ok=True)
+    ember = Background(command(["--name", "jailcheck", "--uid", "12345", "--gid", "23456", "--memory", "256M",
+                                "--cpus", "2", "-v", f"{share}:/share"], ["waitsig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running waitsig")
+    seen, problems = {}, []
+    if ready:
+        vmm = vmm_pid(ember.process.pid)
+        seen["vmm"] = vmm
+        fields = status_fields(vmm)
+        seen["root"] = os.listdir(f"/proc/{vmm}/root")
+        seen["uid"], seen["gid"] = fields["Uid"].split(), fields["Gid"].split()
+        seen["caps"] = [fields["CapEff"], fields["CapPrm"], fields["CapBnd"]]
+        seen["nnp"] = fields["NoNewPrivs"]
+        seen["nspid"] = fields["NSpid"].split()
+        seen["own namespaces"] = [kind for kind in ("pid", "mnt", "ipc", "uts", "net")
+                                  if os.readlink(f"/proc/{vmm}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")]
+        limits, directories = cgroup_limits(vmm)
+        seen["cgroup"] = limits
+        helpers, pending = [], children(vmm)
+        while pending:  # virtiofsd and the process its sandbox forks to serve the share
+            helper = pending.pop()
+            helpers.append(helper)
+            pending += children(helper)
+        # Each in the jail's PID namespace (or one inside it) and its cgroup; one of them serves
+        # under virtiofsd's own seccomp filter.
+        seen["virtiofsd"] = [(status_fields(h)["Seccomp"], len(status_fields(h)["NSpid"].split()) >= 2,
+                              cgroup_limits(h)[1] == directories) for h in helpers]
+        if vmm == ember.process.pid:
+            problems.append("no jailed process")
+        if seen["root"] != []:
+            problems.append("root not empty")
+        if seen["uid"] != ["12345"] * 4 or seen["gid"] != ["23456"] * 4:
+            problems.append("ids")
+        if seen["caps"] != ["0000000000000000"] * 3 or seen["nnp"] != "1":
+            problems.append("capabilities")
+        if len(seen["nspid"]) < 2 or seen["nspid"][-1] != "1":
+            problems.append("pid namespace")
+        if seen["own namespaces"] != ["pid", "mnt", "ipc", "uts", "net"]:
+            problems.append("namespaces")
+        if not helpers or not all(in_jail and same_cgroup for _, in_jail, same_cgroup in seen["virtiofsd"]) or \
+                not any(mode == "2" for mode, _, _ in seen["virtiofsd"]):
+            problems.append("virtiofsd")
+        if cgroup_expected():
+            memory = str((256 + 64 + 64) << 20)
+            if limits.get("memory.max", limits.get("memory.limit_in_bytes")) != memory or \
+                    limits.get("cpu.max", limits.get("cpu.cfs_quota_us")) not in ("200000 100000", "200000") or \
+                    limits.get("pids.max") != str(64 + 2 + 80):
+                problems.append("cgroup limits")
+    ember.process.send_signal(signal.SIGTERM)
+    code, log = ember.finish()
+    if not cgroup_expected():
+        lines = [line for line in log.splitlines() if "jail: no cgroup limits" in line]
+        seen["no-cgroup line"] = lines
+        if len(lines) != 1:
+            problems.append("no single line saying why there are no cgroup limits")
+    leftover = [d for d in cgroup_limits(os.getpid())[1]]
+    tally.check("--jail (default as root): own PID/mount/IPC/UTS/net namespaces, empty root, no capabilities, "
+                "--uid/--gid, cgroup limits, virtiofsd inside", ready and code == 143 and not problems,
+                f"ready {ready}, exit {code}, problems {problems}, seen {seen}; log tail {log[-500:]}")
+    gone = not any(os.path.basename(d).startswith("ember-jailcheck") for d in leftover)
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
+        for dirpath, dirnames, _ in os.walk(root):
+            gone = gone and not any(name.startswith("ember-jailcheck") for name in dirnames)
+            if dirpath.count("/") > 6:
+                dirnames.clear()
+    tally.check("the jail's cgroup is removed after the run", gone, "")
+
+    ember = Background(command(["--jail", "off"], ["waitsig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running waitsig")
+    unjailed = ready and vmm_pid(ember.process.pid) == ember.process.pid
+    ember.process.send_signal(signal.SIGTERM)
+    code, log = ember.finish()
+    tally.check("--jail off: the VMM is ember itself", unjailed and code == 143, f"exit {code}; {log[-300:]}")
+
+    # ember killed outright: its VMM goes with it (PDEATHSIG), and the next run clears the cgroup.
+    ember = Background(command(["--name", "jailkill"], ["waitsig"], log_level="debug"))
+    ready = ember.wait_for("init_stub: running waitsig")
+    vmm = vmm_pid(ember.process.pid) if ready else None
+    os.kill(ember.process.pid, signal.SIGKILL)
+    ember.finish()
+    deadline = time.monotonic() + 10
+    while vmm and os.path.exists(f"/proc/{vmm}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    vmm_gone = vmm is not None and not os.path.exists(f"/proc/{vmm}")
+    ember_run([], ["exit", "0"])
+    stale = []
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
+        for dirpath, dirnames, _ in os.walk(root):
+            stale += [name for name in dirnames if name.startswith("ember-jailkill")]
+            if dirpath.count("/") > 6:
+                dirnames.clear()
+    tally.check("SIGKILL to ember (not its group): the jailed VMM dies too; the next run removes the stale cgroup",
+                ready and vmm_gone and not stale, f"ready {ready}, vmm {vmm} gone {vmm_gone}, stale {stale}")
 
 
 def check_tty():
@@ -403,6 +574,8 @@ def main():
         check_signals()
         check_seccomp()
         check_virtiofsd_exit()
+        if os.geteuid() == 0:
+            check_jail()
         check_tty()
         check_spec()
         check_scratch()

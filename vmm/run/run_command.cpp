@@ -18,6 +18,7 @@
 #include "guest/protocol/protocol.hpp"
 #include "vmm/cli.hpp"
 #include "vmm/error.hpp"
+#include "vmm/jail.hpp"
 #include "vmm/machine.hpp"
 #include "vmm/seccomp.hpp"
 #include "vmm/port_forward.hpp"
@@ -129,6 +130,7 @@ std::optional<std::pair<uint16_t, uint16_t>> terminal_size() {
 
 struct Prepared {
   MachineConfig machine;
+  std::string hostname;
   std::string spec;
   std::unique_ptr<ScratchDisk> scratch;
   std::unique_ptr<RunNetwork> network;
@@ -195,6 +197,7 @@ Prepared prepare(const RunOptions& options) {
   spec.gid = user.gid;
   spec.groups = user.groups;
   spec.hostname = options.name.empty() ? random_hostname() : options.name;
+  prepared.hostname = spec.hostname;
   // docker's order: the image's Env, then --env-file, then -e (the last word wins).
   const std::vector<std::string> layers[] = {config.env, file_env, options.env};
   spec.env = with_defaults(merge_env(layers), spec.hostname, user.home);
@@ -459,6 +462,7 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
                   "kernel to boot (default: <cache>/default-kernel/kernel)");
   run->add_option("--kernel-args", options.kernel_args, "extra kernel command line arguments");
   add_seccomp_option(*run, options.seccomp);
+  add_jail_options(*run, options.jail, options.uid, options.gid, "on as root");
   run->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   // Repeatable options take one value each, so `-e A=1 IMAGE` never swallows IMAGE.
@@ -472,36 +476,66 @@ CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& lo
   return run;
 }
 
+namespace {
+
+// The VM and the conversation with ember-init, in the jailed VMM process when there is a jail.
+int run_machine(const RunOptions& options, Prepared& prepared, jail::Jail* jail) {
+  Conversation conversation(options, prepared.spec);
+  SerialLog serial_log;
+  prepared.machine.serial_sink = [&](std::span<const uint8_t> bytes) { serial_log.write(bytes); };
+  prepared.machine.virtio_console_sink = [&](std::span<const uint8_t> bytes) {
+    conversation.on_console(bytes);
+  };
+  prepared.machine.host_signal = [&](int number) { conversation.on_signal(number); };
+  Machine machine(prepared.machine);
+  conversation.attach(machine);
+  struct Detach {
+    Conversation& conversation;
+    ~Detach() { conversation.detach(); }
+  } detach{conversation};
+  std::unique_ptr<PortForwarder> forwarder;
+  if (!prepared.ports.empty())
+    forwarder = std::make_unique<PortForwarder>(machine.io_loop(), prepared.network->guest_ip,
+                                                prepared.ports);
+  std::unique_ptr<TerminalMode> terminal;
+  if (options.tty && options.interactive) terminal = std::make_unique<TerminalMode>(0);
+  if (jail) jail->lock();
+  const MachineExit exit = machine.run();
+  terminal.reset();
+  forwarder.reset();
+  const int status = report(conversation.session(), exit, serial_log.telling_line());
+  if (options.keep)
+    std::fprintf(stderr, "ember: scratch disk kept at %s\n", prepared.scratch->kept_path().c_str());
+  return status;
+}
+
+}  // namespace
+
+bool jail_wanted(const std::string& setting) {
+  return setting.empty() ? ::geteuid() == 0 : setting == "on";
+}
+
 int run_container(const RunOptions& options) {
   try {
     auto prepared = prepare(options);
-    Conversation conversation(options, prepared.spec);
-    SerialLog serial_log;
-    prepared.machine.serial_sink = [&](std::span<const uint8_t> bytes) { serial_log.write(bytes); };
-    prepared.machine.virtio_console_sink = [&](std::span<const uint8_t> bytes) {
-      conversation.on_console(bytes);
-    };
-    prepared.machine.host_signal = [&](int number) { conversation.on_signal(number); };
-    Machine machine(prepared.machine);
-    conversation.attach(machine);
-    struct Detach {
-      Conversation& conversation;
-      ~Detach() { conversation.detach(); }
-    } detach{conversation};
-    std::unique_ptr<PortForwarder> forwarder;
-    if (!prepared.ports.empty())
-      forwarder = std::make_unique<PortForwarder>(machine.io_loop(), prepared.network->guest_ip,
-                                                  prepared.ports);
-    std::unique_ptr<TerminalMode> terminal;
-    if (options.tty && options.interactive) terminal = std::make_unique<TerminalMode>(0);
-    const MachineExit exit = machine.run();
-    terminal.reset();
-    forwarder.reset();
-    const int status = report(conversation.session(), exit, serial_log.telling_line());
-    if (options.keep)
-      std::fprintf(stderr, "ember: scratch disk kept at %s\n",
-                   prepared.scratch->kept_path().c_str());
-    return status;
+    if (!jail_wanted(options.jail)) return run_machine(options, prepared, nullptr);
+    jail::Options jail_options;
+    jail_options.name = prepared.hostname;
+    jail_options.uid = options.uid;
+    jail_options.gid = options.gid;
+    jail_options.network_namespace = prepared.network == nullptr;
+    jail_options.memory_bytes = prepared.machine.memory_bytes;
+    jail_options.cpus = prepared.machine.cpus;
+    jail_options.shares = static_cast<uint32_t>(prepared.machine.shares.size());
+    jail_options.failure_status = protocol::kStatusSetupFailed;
+    return jail::run_jailed(jail_options, [&](jail::Jail& jail) {
+      try {
+        return run_machine(options, prepared, &jail);
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "ember: %s\n", error.what());
+        return protocol::kStatusSetupFailed;
+      }
+    });
   } catch (const std::exception& error) {
     std::fprintf(stderr, "ember: %s\n", error.what());
     return protocol::kStatusSetupFailed;

@@ -34,11 +34,16 @@ struct RunOptions {
   std::string kernel;
   std::string kernel_args;
   std::string seccomp = "on";          // --seccomp on|off
+  std::string jail;                    // --jail on|off (default: on as root)
+  uint32_t uid = 0, gid = 0;           // --uid/--gid in the jail (0: one of its own)
   std::vector<std::string> image_and_command;  // IMAGE [--] CMD ARGS...
 };
 
 // Registers `run` on the app (its options fill `options`; --log-level fills `log_level`).
 CLI::App* add_run_subcommand(CLI::App& app, RunOptions& options, std::string& log_level);
+
+// --jail's setting: "on", "off", or "" for the default (on when ember runs as root).
+bool jail_wanted(const std::string& setting);
 
 // Runs the container; returns ember's exit status. Never throws.
 int run_container(const RunOptions& options);
