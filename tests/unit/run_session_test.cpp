@@ -169,6 +169,25 @@ TEST(RunSession, ErrorCarriesStatusAndOneLineMessage) {
   EXPECT_EQ(session.message(), "exec nosuch: No such file or directory?");
 }
 
+TEST(RunSession, ErrorMessageKeepsUtf8AndDropsWhatTerminalsActOn) {
+  Session session("{}", false, std::nullopt, {});
+  session.receive(hello());
+  auto payload = u32s({125});
+  const std::vector<uint8_t> text = {
+      'a', 0x9b, '2', 'J',                    // a raw 8-bit CSI
+      'b', 0xc2, 0x9b, '2', 'J',              // CSI as UTF-8 (U+009B, a C1 control)
+      'c', 0x1b, '[', 'H',                    // ESC
+      'd', 0xed, 0xa0, 0x80,                  // a UTF-16 surrogate: not UTF-8
+      'e', 0xc0, 0xaf,                        // an overlong '/'
+      'f', 0xe2, 0x82,                        // a sequence cut short
+      ' ', 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80,  // é € U+1F600: kept
+      ' ', 0xf0, 0x9f, 0x98};                 // cut short at the end
+  payload.insert(payload.end(), text.begin(), text.end());
+  session.receive(encode_frame(proto::kError, payload));
+  EXPECT_EQ(session.state(), Session::State::kFinished);
+  EXPECT_EQ(session.message(), "a?2Jb?2Jc?[Hd???e??f?? \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 ???");
+}
+
 TEST(RunSession, ProtocolViolationsFailTheRun) {
   struct Case {
     std::vector<uint8_t> after_hello;

@@ -10,13 +10,55 @@ namespace ember::run {
 
 namespace {
 
-// kError/kLog text is the guest's: keep one printable line of bounded length.
+// Bytes of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, surrogates or code points past
+// U+10FFFF) that `bytes` starts with, or 0 if it does not start with one.
+size_t utf8_sequence(std::span<const uint8_t> bytes) {
+  const uint8_t lead = bytes[0];
+  size_t length = 0;
+  uint8_t low = 0x80, high = 0xbf;  // range of the second byte
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;
+    if (lead == 0xed) high = 0x9f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;
+    if (lead == 0xf4) high = 0x8f;
+  } else {
+    return 0;
+  }
+  if (bytes.size() < length || bytes[1] < low || bytes[1] > high) return 0;
+  for (size_t i = 2; i < length; ++i)
+    if (bytes[i] < 0x80 || bytes[i] > 0xbf) return 0;
+  return length;
+}
+
+// kError/kLog text is the guest's: keep one printable line of bounded length. Well-formed UTF-8 stays;
+// control characters (C0, DEL, and C1, which terminals act on as escapes) and bytes that are not UTF-8
+// become '?', line breaks and tabs a space.
 std::string one_line(std::span<const uint8_t> bytes) {
   constexpr size_t kMaxLength = 512;
+  bytes = bytes.first(std::min(bytes.size(), kMaxLength));
   std::string text;
-  for (uint8_t byte : bytes.first(std::min(bytes.size(), kMaxLength))) {
-    if (byte == '\n' || byte == '\r' || byte == '\t') byte = ' ';
-    text.push_back(byte < 0x20 || byte == 0x7f ? '?' : static_cast<char>(byte));
+  for (size_t at = 0; at < bytes.size();) {
+    const uint8_t byte = bytes[at];
+    if (byte < 0x80) {
+      const bool space = byte == '\n' || byte == '\r' || byte == '\t';
+      text.push_back(space ? ' ' : byte < 0x20 || byte == 0x7f ? '?' : static_cast<char>(byte));
+      ++at;
+      continue;
+    }
+    const size_t length = utf8_sequence(bytes.subspan(at));
+    const bool c1_control = length == 2 && byte == 0xc2 && bytes[at + 1] < 0xa0;  // U+0080..U+009F
+    if (length == 0 || c1_control) {
+      text.push_back('?');
+      at += length == 0 ? 1 : length;
+      continue;
+    }
+    text.append(reinterpret_cast<const char*>(bytes.data() + at), length);
+    at += length;
   }
   while (!text.empty() && text.back() == ' ') text.pop_back();
   return text;
