@@ -235,6 +235,7 @@ bool init(const BootInfo& boot) {
 }
 
 const char* access_method() { return have_ecam ? "ecam" : "cf8"; }
+uint64_t ecam_base_address() { return have_ecam && ecam_start_bus == 0 && bus_reachable(0) ? ecam_base : 0; }
 
 uint32_t read32(const Function& f, uint16_t offset) {
     if (have_ecam) return guest::read32(ecam_address(f, offset));

@@ -45,6 +45,7 @@ struct Function {
 // Prints what it found. False if there is no config space at all.
 bool init(const BootInfo& boot);
 const char* access_method();  // "ecam" or "cf8"
+uint64_t ecam_base_address();  // bus 0's ECAM window (mapped uncached), 0 without ECAM
 
 uint8_t read8(const Function& f, uint16_t offset);
 uint16_t read16(const Function& f, uint16_t offset);

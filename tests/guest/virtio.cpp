@@ -89,6 +89,7 @@ void* dma_alloc(size_t size, size_t align) {
 
 uint64_t dma_mark() { return arena_next; }
 void dma_release(uint64_t mark) { arena_next = mark; }
+uint64_t dma_arena_end() { return arena_end; }
 
 void set_interrupt_destination(uint32_t apic_id) { destination_apic_id = apic_id; }
 uint32_t interrupt_destination() { return destination_apic_id; }

@@ -113,6 +113,7 @@ bool dma_init(const BootInfo& boot);
 void* dma_alloc(size_t size, size_t align = 64);
 uint64_t dma_mark();
 void dma_release(uint64_t mark);  // frees everything allocated after dma_mark() returned `mark`
+uint64_t dma_arena_end();         // RAM from here on is never used by the guest (test.hostile's scratch)
 // The LAPIC id that MSI-X messages and IOAPIC entries target.
 void set_interrupt_destination(uint32_t apic_id);
 uint32_t interrupt_destination();

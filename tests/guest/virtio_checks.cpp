@@ -2,6 +2,7 @@
 
 #include "checks.hpp"
 #include "cmdline.hpp"
+#include "hostile.hpp"
 #include "pci.hpp"
 #include "print.hpp"
 #include "timing.hpp"
@@ -64,6 +65,10 @@ void run_virtio_checks(const BootInfo& boot, uint32_t bsp_apic_id) {
              elapsed_us(start));
     if (virtio::bench_requested(boot)) {  // test.bench=...: benchmarks instead of the device checks
         virtio::run_bench(boot, devices, count);
+        return;
+    }
+    if (cmdline_flag(boot.cmdline, "test.hostile")) {  // attacks instead of the device checks (hostile.hpp)
+        run_hostile(boot, devices, count, use_pci);
         return;
     }
 
