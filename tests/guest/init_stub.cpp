@@ -3,6 +3,8 @@
 #include "guest/protocol/protocol.hpp"
 
 #include "base.hpp"
+#include "cmdline.hpp"
+#include "hostile_common.hpp"
 #include "pci.hpp"
 #include "power.hpp"
 #include "print.hpp"
@@ -353,6 +355,180 @@ void split(uint64_t total) {
     send_error(127, message);
 }
 
+// --- test.hostile=1: malformed frames (the host side must treat the guest's stream as hostile) ------------
+
+void send_raw(const uint8_t* data, uint32_t length) {
+    while (length > 0) {
+        uint32_t part = length < kTxChunkSize ? length : kTxChunkSize;
+        uint8_t* chunk = take_chunk();
+        memcpy(chunk, data, part);
+        virtio::Buffer buffer{reinterpret_cast<uint64_t>(chunk), part, false};
+        if (!virtio::submit(channel.tx, &buffer, 1, chunk)) halt_with("transmit queue full");
+        virtio::kick(channel.tx);
+        data += part;
+        length -= part;
+    }
+}
+
+void send_header(uint8_t type, uint8_t flags, uint16_t reserved, uint32_t length) {
+    uint8_t header[proto::kHeaderSize];
+    header[0] = type;
+    header[1] = flags;
+    proto::put_u16(header + 2, reserved);
+    proto::put_u32(header + 4, length);
+    send_raw(header, sizeof(header));
+}
+
+void send_u32s(uint8_t type, uint32_t first, uint32_t second, uint32_t count) {
+    uint8_t payload[8];
+    proto::put_u32(payload, first);
+    proto::put_u32(payload + 4, second);
+    send_frame(type, payload, count);
+}
+
+void send_hello() { send_u32s(proto::kHello, proto::kVersion, 0, 4); }
+
+void await_start() {
+    Deadline deadline(kStartTimeoutMs);
+    while (!host.started) {
+        if (deadline.expired()) halt_with("hostile: no kStart within 60 s");
+        service();
+    }
+}
+
+// Random bytes, `count` of them, from the seeded PRNG.
+void send_random(hostile::Prng& prng, uint32_t count) {
+    uint8_t block[512];
+    while (count > 0) {
+        uint32_t part = count < sizeof(block) ? count : static_cast<uint32_t>(sizeof(block));
+        for (uint32_t i = 0; i < part; ++i) block[i] = static_cast<uint8_t>(prng.next());
+        send_raw(block, part);
+        count -= part;
+    }
+}
+
+// After a frame ember must refuse: it stops the VM; if it does not, say so and power off.
+[[noreturn]] void await_stop(const char* attack) {
+    drain_tx();
+    print("ember-test-guest: init_stub: hostile %s sent\n", attack);
+    Deadline deadline(kGarbageWaitMs);
+    while (!deadline.expired()) service();
+    halt_with("hostile: ember did not stop the VM");
+}
+
+// test.hostile.frame=<attack> picks what the guest sends instead of the conversation (tests/e2e/
+// ember_hostile_test.py runs each): a protocol violation ember must answer with one "protocol error" line and
+// status 125, a stream that ends mid-frame, or hostile but well-formed frames it must pass on and survive.
+[[noreturn]] void run_hostile_frames(const BootInfo& boot) {
+    Str attack;
+    if (!cmdline_value(boot.cmdline, "test.hostile.frame", attack)) attack = make_str("random");
+    uint64_t seed = 1;
+    cmdline_number(boot.cmdline, "test.seed", seed);
+    hostile::Prng prng(seed);
+    char name[48];
+    format_to(name, sizeof(name), "%.*s", static_cast<int>(attack.size), attack.data);
+    print("ember-test-guest: init_stub: hostile frame attack %s seed=%lu\n", name, seed);
+    if (attack.equals("random")) {  // before kHello
+        send_random(prng, 4096);
+        await_stop(name);
+    }
+    if (attack.equals("before_hello")) {
+        send_frame(proto::kStdout, "early", 5);
+        await_stop(name);
+    }
+    if (attack.equals("host_type")) {  // a host -> guest type from the guest
+        send_frame(proto::kStart, "{}", 2);
+        await_stop(name);
+    }
+    if (attack.equals("flags")) {
+        send_header(proto::kHello, 0x80, 0, 4);
+        send_raw(reinterpret_cast<const uint8_t*>("\1\0\0\0"), 4);
+        await_stop(name);
+    }
+    if (attack.equals("reserved")) {
+        send_header(proto::kHello, 0, 0xbeef, 4);
+        await_stop(name);
+    }
+    if (attack.equals("length_4g")) {
+        send_header(proto::kHello, 0, 0, 0xffffffff);
+        send_random(prng, 64 * 1024);
+        await_stop(name);
+    }
+    if (attack.equals("hello_short")) {
+        send_u32s(proto::kHello, proto::kVersion, 0, 3);
+        await_stop(name);
+    }
+    if (attack.equals("hello_version")) {
+        send_u32s(proto::kHello, 0xffffffff, 0, 4);
+        await_stop(name);
+    }
+    if (attack.equals("truncated_header")) {  // 5 of kHello's 8 header bytes, then the guest powers off
+        uint8_t header[proto::kHeaderSize];
+        proto::write_header(header, proto::kHello, 4);
+        send_raw(header, 5);
+        drain_tx();
+        halt_with("hostile truncated_header sent; powering off mid-frame");
+    }
+    // The rest after a proper kHello and kStart.
+    send_hello();
+    await_start();
+    if (attack.equals("random_after_start")) {
+        send_random(prng, 4096);
+        await_stop(name);
+    }
+    if (attack.equals("over_max_payload")) {
+        send_header(proto::kStdout, 0, 0, proto::kMaxPayload + 1);
+        send_random(prng, 1024);
+        await_stop(name);
+    }
+    if (attack.equals("hello_again")) {
+        send_hello();
+        await_stop(name);
+    }
+    if (attack.equals("exit_short")) {
+        send_u32s(proto::kExit, proto::kExited, 0, 4);
+        await_stop(name);
+    }
+    if (attack.equals("exit_how")) {
+        send_u32s(proto::kExit, 7, 0, 8);
+        await_stop(name);
+    }
+    if (attack.equals("exit_signal_0")) {
+        send_u32s(proto::kExit, proto::kSignaled, 0, 8);
+        await_stop(name);
+    }
+    if (attack.equals("error_status_0")) {
+        send_u32s(proto::kError, 0, 0x41414141, 8);
+        await_stop(name);
+    }
+    if (attack.equals("truncated_payload")) {  // a kStdout frame cut short, then the guest powers off
+        send_header(proto::kStdout, 0, 0, 1000);
+        send_random(prng, 10);
+        drain_tx();
+        halt_with("hostile truncated_payload sent; powering off mid-frame");
+    }
+    if (attack.equals("hostile_text")) {
+        // Well formed: kLog and kStderr of random bytes (control characters, invalid UTF-8), a kError whose
+        // 64 KiB message has newlines and escapes. ember must print one sanitised line and exit 77.
+        for (uint32_t i = 0; i < 16; ++i) {
+            uint8_t* chunk = take_chunk();
+            for (uint32_t j = 0; j < proto::kMaxPayload; ++j) chunk[proto::kHeaderSize + j] = static_cast<uint8_t>(prng.next());
+            send_chunk(chunk, i % 2 ? proto::kLog : proto::kStderr, proto::kMaxPayload);
+        }
+        uint8_t* chunk = take_chunk();
+        proto::put_u32(chunk + proto::kHeaderSize, 77);
+        for (uint32_t j = 4; j < proto::kMaxPayload; ++j) {
+            uint8_t byte = static_cast<uint8_t>(prng.next());
+            chunk[proto::kHeaderSize + j] = j < 40 ? static_cast<uint8_t>('A' + (j - 4) % 26) : byte;
+        }
+        send_chunk(chunk, proto::kError, proto::kMaxPayload);
+        drain_tx();
+        print("ember-test-guest: init_stub: hostile %s sent\n", name);
+        power_off();
+    }
+    halt_with("hostile: unknown test.hostile.frame");
+}
+
 bool open_channel(const BootInfo& boot, uint32_t bsp_apic_id) {
     if (!virtio::dma_init(boot) || !pci::init(boot)) return false;
     virtio::set_interrupt_destination(bsp_apic_id);
@@ -387,6 +563,7 @@ bool open_channel(const BootInfo& boot, uint32_t bsp_apic_id) {
 
 void run_init_stub(const BootInfo& boot, uint32_t bsp_apic_id) {
     if (!open_channel(boot, bsp_apic_id)) halt_with("no usable virtio console (virtio-pci)");
+    if (cmdline_flag(boot.cmdline, "test.hostile")) run_hostile_frames(boot);
     uint8_t hello[4];
     proto::put_u32(hello, proto::kVersion);
     send_frame(proto::kHello, hello, sizeof(hello));

@@ -12,6 +12,11 @@
 //   garbage         a frame of an invalid type, then waits (ember must stop the VM)
 //   env             the launch spec's JSON text and a newline on stdout
 // Anything else: kError 127 "<name>: command not found". Progress lines go to COM1.
+// With test.hostile=1 it sends malformed frames instead (test.hostile.frame=<attack>, seeded by test.seed):
+// random (random bytes before kHello), before_hello, host_type, flags, reserved, length_4g, hello_short,
+// hello_version, truncated_header (then powers off mid-frame); after kHello and kStart: random_after_start,
+// over_max_payload, hello_again, exit_short, exit_how, exit_signal_0, error_status_0, truncated_payload (then
+// powers off mid-frame), hostile_text (well-formed kLog/kStderr of random bytes and a 64 KiB kError 77).
 #pragma once
 
 #include <stdint.h>
