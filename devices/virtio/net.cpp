@@ -269,8 +269,8 @@ void VirtioNet::finish(Queue& queue, uint16_t index, bool used) {
   if (used && queue.should_notify()) interrupts_->queue_used(index);
   if (queue.broken() && !broken_) {
     broken_ = true;
-    spdlog::warn("virtio-net {}: queue {} broken, device needs reset: {}", tap_->name(), index,
-                 queue.error());
+    // Rate-limited like the rest: a guest can break the queue, reset and break it again, endlessly.
+    warn("queue " + std::to_string(index) + " broken, device needs reset: " + queue.error());
     interrupts_->config_changed();
   }
 }

@@ -67,7 +67,8 @@ void VirtioRng::process_queue(uint16_t queue) {
   if (used && queue_->should_notify()) interrupts_->queue_used(kRequestQueue);
   if (queue_->broken() && !broken_) {
     broken_ = true;
-    spdlog::warn("virtio-rng: request queue broken, device needs reset: {}", queue_->error());
+    // Rate-limited like the rest: a guest can break the queue, reset and break it again, endlessly.
+    warn("request queue broken, device needs reset: " + queue_->error());
     interrupts_->config_changed();
   }
 }

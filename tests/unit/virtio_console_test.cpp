@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "devices/virtio/console.hpp"
+#include "tests/unit/log_capture.hpp"
 #include "tests/unit/virtio_test_ring.hpp"
 #include "vmm/error.hpp"
 
@@ -164,6 +165,20 @@ TEST_F(VirtioConsoleTest, ABrokenQueueNeedsReset) {
   std::lock_guard lock(console_.mutex());
   console_.reset();
   EXPECT_FALSE(console_.needs_reset());
+}
+
+TEST_F(VirtioConsoleTest, BreakingTheQueueOverAndOverIsLoggedOnceASecond) {
+  ::ember::test::LogCapture captured;
+  for (int round = 0; round < 50; ++round) {
+    start();
+    transmit_.set_available_index(static_cast<uint16_t>(1000 + round));
+    notify(kTransmit);
+    ASSERT_TRUE(console_.needs_reset());
+    std::lock_guard lock(console_.mutex());
+    console_.reset();
+    for (Queue& queue : queues_) queue.reset();
+  }
+  EXPECT_EQ(captured.lines_with("broken"), 1) << captured.text();
 }
 
 TEST(VirtioConsole, NeedsAnOutput) {

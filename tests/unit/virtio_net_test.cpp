@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "devices/virtio/net.hpp"
+#include "tests/unit/log_capture.hpp"
 #include "tests/unit/virtio_test_ring.hpp"
 #include "vmm/error.hpp"
 
@@ -334,6 +335,23 @@ TEST_F(VirtioNetTest, ABrokenQueueStopsTheDeviceUntilReset) {
   std::lock_guard lock(net_->mutex());
   net_->reset();
   EXPECT_FALSE(net_->needs_reset());
+}
+
+TEST_F(VirtioNetTest, BreakingTheQueueOverAndOverIsLoggedOnceASecond) {
+  ::ember::test::LogCapture captured;
+  start(~0ull);
+  for (int round = 0; round < 50; ++round) {
+    tx_.set_available_index(static_cast<uint16_t>(100 + round));
+    notify(kTx);
+    ASSERT_TRUE(net_->needs_reset());
+    std::lock_guard lock(net_->mutex());
+    net_->reset();
+    for (Queue& queue : queues_) queue.reset();
+    ASSERT_TRUE(rx_.activate(queues_[kRx], true, true));
+    ASSERT_TRUE(tx_.activate(queues_[kTx], true, true));
+    ASSERT_TRUE(net_->activate(*memory_, queues_, net_->features(), interrupts_, loop_));
+  }
+  EXPECT_EQ(captured.lines_with("broken"), 1) << captured.text();
 }
 
 TEST_F(VirtioNetTest, ResetStopsWatchingTheTapAndActivateResumes) {

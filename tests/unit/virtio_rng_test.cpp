@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "devices/virtio/rng.hpp"
+#include "tests/unit/log_capture.hpp"
 #include "tests/unit/virtio_test_ring.hpp"
 
 namespace ember::virtio {
@@ -90,6 +91,22 @@ TEST_F(VirtioRngTest, ABrokenQueueNeedsReset) {
   std::lock_guard lock(rng_.mutex());
   rng_.reset();
   EXPECT_FALSE(rng_.needs_reset());
+}
+
+TEST_F(VirtioRngTest, BreakingTheQueueOverAndOverIsLoggedOnceASecond) {
+  ::ember::test::LogCapture captured;
+  for (int round = 0; round < 50; ++round) {
+    ring_.set_available_index(static_cast<uint16_t>(17 + round));
+    notify();
+    ASSERT_TRUE(rng_.needs_reset());
+    std::lock_guard lock(rng_.mutex());
+    rng_.reset();
+    queues_[0].reset();
+    ASSERT_TRUE(ring_.activate(queues_[0], true, true));
+    ASSERT_TRUE(rng_.activate(*memory_, queues_, rng_.features(), interrupts_, loop_));
+  }
+  EXPECT_EQ(interrupts_.config, 50);
+  EXPECT_EQ(captured.lines_with("broken"), 1) << captured.text();
 }
 
 }  // namespace
