@@ -449,11 +449,19 @@ void VirtioPciTransport::activate() {
 }
 
 void VirtioPciTransport::fail(const std::string& why) {
-  if ((status_ & kStatusNeedsReset) != 0) return;  // Reported already; logged once per reset.
-  spdlog::warn("virtio-pci device {}: {}; device needs reset",
-               static_cast<uint32_t>(device_->type()), why);
+  if ((status_ & kStatusNeedsReset) != 0) return;  // Reported already.
+  log_failure(why);
   status_ |= kStatusNeedsReset;
   if ((status_ & kStatusDriverOk) != 0) raise(kIsrConfig, config_msix_vector_);  // §2.1.2.
+}
+
+// Guest-caused, so a guest could repeat it endlessly (break a queue, reset, break it again): the first
+// failure is a warning, later ones debug lines, as on virtio-mmio; the devices rate-limit their own.
+void VirtioPciTransport::log_failure(const std::string& why) {
+  const auto level = failure_logged_ ? spdlog::level::debug : spdlog::level::warn;
+  failure_logged_ = true;
+  spdlog::log(level, "virtio-pci device {}: {}; device needs reset",
+              static_cast<uint32_t>(device_->type()), why);
 }
 
 void VirtioPciTransport::reset() {
@@ -494,8 +502,7 @@ void VirtioPciTransport::config_changed() {
   const auto broken = std::find_if(queues_.begin(), queues_.end(),
                                    [](const Queue& queue) { return queue.broken(); });
   if (broken != queues_.end() && (status_ & kStatusNeedsReset) == 0) {
-    spdlog::warn("virtio-pci device {}: queue {}: {}; device needs reset",
-                 static_cast<uint32_t>(device_->type()), broken - queues_.begin(), broken->error());
+    log_failure("queue " + std::to_string(broken - queues_.begin()) + ": " + broken->error());
     status_ |= kStatusNeedsReset;
   }
   // Or the device stopped for its own reasons (a vhost-user backend that died); it logged why.

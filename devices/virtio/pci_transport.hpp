@@ -195,6 +195,7 @@ class VirtioPciTransport : public PciFunction, private Interrupts {
   bool features_acceptable() const;
   void activate();
   void fail(const std::string& why);
+  void log_failure(const std::string& why);
   void reset();
   void raise(uint8_t isr_bits, uint16_t vector);
   Queue* selected_queue();
@@ -228,6 +229,7 @@ class VirtioPciTransport : public PciFunction, private Interrupts {
   uint8_t status_ = 0;
   bool activated_ = false;  // device_->activate() was called: reset must undo it.
   bool running_ = false;    // DRIVER_OK accepted and the device activated.
+  bool failure_logged_ = false;  // The first NEEDS_RESET was logged as a warning.
 
   // Raised with the device mutex held, read by the ISR region; atomics keep that simple.
   std::atomic<uint8_t> isr_{0};

@@ -12,6 +12,7 @@
 
 #include "devices/pci/root.hpp"
 #include "devices/virtio/pci_transport.hpp"
+#include "tests/unit/log_capture.hpp"
 #include "vmm/bus.hpp"
 #include "vmm/error.hpp"
 
@@ -411,6 +412,17 @@ TEST_F(VirtioPciTest, DeviceRefusingOrThrowingEndsInNeedsResetWithAConfigInterru
   set_status(kBeforeDriverOk | kStatusDriverOk);
   EXPECT_NE(status() & kStatusNeedsReset, 0);
   EXPECT_EQ(device.resets, 1);  // The second negotiate() undid the first activation.
+}
+
+TEST_F(VirtioPciTest, NeedsResetOverAndOverIsOneWarning) {
+  ::ember::test::LogCapture captured;
+  for (int round = 0; round < 50; ++round) {
+    ASSERT_TRUE(negotiate(kFeatureVersion1));
+    setup_queue(0, 3, 0x10000);  // Not a power of two.
+    set_status(kBeforeDriverOk | kStatusDriverOk);
+    ASSERT_NE(status() & kStatusNeedsReset, 0);
+  }
+  EXPECT_EQ(captured.lines_with("device needs reset"), 1) << captured.text();
 }
 
 TEST_F(VirtioPciTest, DriverOkWithoutFeaturesOkNeedsReset) {
