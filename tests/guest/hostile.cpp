@@ -69,6 +69,8 @@ constexpr int kBlkOk = 0, kBlkIoError = 1, kBlkUnsupported = 2;
 constexpr uint8_t kPending = 0xff;
 constexpr uint64_t kWritableSector = 4096;  // attacks that write the disk stay at or above this sector
 constexpr uint32_t kNetHeader = 12;          // virtio_net_hdr with num_buffers (VERSION_1)
+constexpr uint32_t kFuseInit = 26, kFuseMajor = 7, kFuseMinor = 31;  // include/uapi/linux/fuse.h
+constexpr uint32_t kFuseInHeader = 40, kFuseInitIn = 64;
 
 // What a device's first request queue carries, and which features the attacks negotiate.
 struct Role {
@@ -84,6 +86,7 @@ constexpr Role kRoles[] = {
     {virtio::kDeviceBlock, 1, 0, true, kBlkSegMax | kBlkBlockSize | kBlkFlush | kBlkDiscard | kBlkWriteZeroes},
     {virtio::kDeviceConsole, 2, 1, false, 0},
     {virtio::kDeviceNet, 2, 1, false, kNetMac | kNetStatus | kNetCsum | kNetHostTso4},
+    {kDeviceFs, 2, 1, false, 0},  // hiprio 0, requests 1 (§5.11.2)
 };
 
 const Role* role_of(uint32_t device_id) {
@@ -1024,6 +1027,18 @@ void setup_attack(Target& t, const char* name, uint8_t wanted, Tamper tamper) {
 
 // A well-formed request on the request queue of a running session; its answer.
 Answer ordinary(Session& s) {
+    if (s.role->device_id == kDeviceFs) {
+        Chain chain(s);
+        uint8_t* buffer = bytes(1024);
+        uint32_t length = fuse_init(buffer, 0x4854);
+        chain.add(reinterpret_cast<uint64_t>(buffer), length, false);
+        chain.add(reinterpret_cast<uint64_t>(buffer + length), kFuseOutHeader + kFuseReplyRoom, true);
+        chain.publish();
+        Answer answer = chain.await(kUsed);
+        if (answer.kind == kUsed && !fuse_reply_ok(buffer + length, answer.length, 0x4854))
+            format_to(answer.note, sizeof(answer.note), "malformed FUSE reply");
+        return answer;
+    }
     Chain chain(s);
     uint8_t* buffer = bytes(kSector, 4096);
     if (s.role->device_id == virtio::kDeviceConsole) buffer[0] = '\n';
@@ -1227,8 +1242,9 @@ void transport_attacks(Target& t) {
         virtio::dma_release(s.mark);
         conclude(t, "wrong_width_register_writes", answer, kUsed);
     }
-    // A broken device stays broken until reset: DRIVER_OK again does not revive it.
-    {
+    // A broken device stays broken until reset: DRIVER_OK again does not revive it (not for virtio-fs,
+    // whose rings only virtiofsd walks).
+    if (d.device_id != kDeviceFs) {
         Session s;
         const char* error = "";
         Answer answer;
@@ -1285,6 +1301,10 @@ void reset_under_load(Target& t) {
         } else if (id == virtio::kDeviceConsole) {
             data[uint64_t{i} * kBytes] = '\n';
             put(q, head, buffer, 1, 0, 0);
+        } else if (id == kDeviceFs) {
+            uint32_t length = fuse_init(data + uint64_t{i} * kBytes, i + 1);
+            put(q, head, buffer, length, virtio::kDescNext, static_cast<uint16_t>(head + 1));
+            put(q, static_cast<uint16_t>(head + 1), buffer + length, kFuseOutHeader + kFuseReplyRoom, virtio::kDescWrite, 0);
         } else {
             put(q, head, buffer, kBytes, virtio::kDescWrite, 0);
         }
@@ -1392,7 +1412,40 @@ bool recover_net(Device& d, const Context& c, Virtqueue* queues, char* why, uint
     return true;
 }
 
+bool recover_fs(Device&, Virtqueue* queues, char* why, uint32_t size) {
+    uint8_t* buffer = bytes(1024);
+    uint32_t length = fuse_init(buffer, 0x52);
+    Buffer chain[2] = {{reinterpret_cast<uint64_t>(buffer), length, false},
+                       {reinterpret_cast<uint64_t>(buffer + length), kFuseOutHeader + kFuseReplyRoom, true}};
+    uint32_t used;
+    void* cookie;
+    if (!virtio::submit(queues[1], chain, 2, buffer)) return format_to(why, size, "submit failed"), false;
+    virtio::kick(queues[1]);
+    if (!virtio::next_used(queues[1], kRequestMs, used, cookie)) return format_to(why, size, "no FUSE_INIT reply"), false;
+    if (!fuse_reply_ok(buffer + length, used, 0x52)) return format_to(why, size, "malformed FUSE_INIT reply (%u bytes)", used), false;
+    return true;
+}
+
 }  // namespace
+
+uint32_t fuse_init(uint8_t* buffer, uint64_t unique) {
+    memset(buffer, 0, kFuseInHeader + kFuseInitIn + kFuseOutHeader);
+    uint32_t length = kFuseInHeader + kFuseInitIn;
+    memcpy(buffer, &length, 4);
+    memcpy(buffer + 4, &kFuseInit, 4);
+    memcpy(buffer + 8, &unique, 8);
+    memcpy(buffer + kFuseInHeader, &kFuseMajor, 4);
+    memcpy(buffer + kFuseInHeader + 4, &kFuseMinor, 4);
+    return length;
+}
+
+bool fuse_reply_ok(const uint8_t* reply, uint32_t used, uint64_t unique) {
+    uint32_t length;
+    uint64_t echoed;
+    memcpy(&length, reply, 4);
+    memcpy(&echoed, reply + 8, 8);
+    return used >= kFuseOutHeader && length == used && echoed == unique;
+}
 
 const char* kinds_text(uint8_t kinds, char* buffer, uint32_t size) {
     static const char* const kNames[] = {"needs_reset", "used", "no completion", "refused"};
@@ -1436,6 +1489,8 @@ bool recover(Target& t, char* why, uint32_t why_size) {
             ok = recover_blk(d, queues, c.blk_seed, why, why_size);
         } else if (d.device_id == virtio::kDeviceConsole) {
             ok = recover_console(d, queues, why, why_size);
+        } else if (d.device_id == hostile::kDeviceFs) {
+            ok = recover_fs(d, queues, why, why_size);
         } else {
             ok = recover_net(d, c, queues, why, why_size);
         }
@@ -1518,12 +1573,18 @@ void attack_device(Context& c, virtio::Device& d, uint32_t number) {
     Target t;
     t.context = &c;
     t.device = &d;
-    const char* type = virtio::device_name(d.device_id);
+    const char* type = d.device_id == hostile::kDeviceFs ? "fs" : virtio::device_name(d.device_id);
     if (number > 0) format_to(t.name, sizeof(t.name), "%s%u/%s", type, number, virtio::transport_name(d));
     else format_to(t.name, sizeof(t.name), "%s/%s", type, virtio::transport_name(d));
     uint64_t start = read_tsc();
-    hostile::generic_attacks(t);
-    hostile::indirect_attacks(t);
+    if (d.device_id == hostile::kDeviceFs) {
+        // virtiofsd, not ember, parses virtio-fs rings (vhost-user): only what ember checks is attacked here,
+        // the transport and its registers (ember validates the rings it hands virtiofsd before DRIVER_OK).
+        print("hostile: %s: descriptor-level attacks left out (virtiofsd walks these rings, not ember)\n", t.name);
+    } else {
+        hostile::generic_attacks(t);
+        hostile::indirect_attacks(t);
+    }
     if (d.device_id == virtio::kDeviceEntropy) hostile::rng_attacks(t);
     if (d.device_id == virtio::kDeviceBlock) hostile::blk_attacks(t);
     if (d.device_id == virtio::kDeviceConsole) hostile::console_attacks(t);
@@ -1580,7 +1641,8 @@ void run_hostile(const BootInfo& boot, virtio::Device* devices, uint32_t count, 
                                                                virtio::transport_name(devices[i]), why);
     }
     pause(c, "first");
-    const uint32_t order[] = {virtio::kDeviceEntropy, virtio::kDeviceBlock, virtio::kDeviceConsole, virtio::kDeviceNet};
+    const uint32_t order[] = {virtio::kDeviceEntropy, virtio::kDeviceBlock, virtio::kDeviceConsole, virtio::kDeviceNet,
+                              hostile::kDeviceFs};
     for (uint32_t type : order) {
         uint32_t number = 0;
         for (uint32_t i = 0; i < count; ++i) {

@@ -1,8 +1,9 @@
 // test.hostile=1 (with test.virtio=pci or test.virtio=mmio): the test guest turns against ember's virtio
-// devices instead of checking them. For every virtio-rng, -blk, -console and -net device it found, it runs a
-// sequence of named attacks and, after each, resets the device and proves it works again with an ordinary
+// devices instead of checking them. For every virtio-rng, -blk, -console, -net and -fs device it found, it runs
+// a sequence of named attacks and, after each, resets the device and proves it works again with an ordinary
 // request (rng bytes; blk sector 0 against the host's pattern; a byte out of hvc0; an ARP request out of the
-// NIC, and with test.hostile.net_rx=1 a frame back in). One line per attack:
+// NIC, and with test.hostile.net_rx=1 a frame back in; a FUSE_INIT answered). virtio-fs gets the transport,
+// MSI-X and register attacks only: its rings are walked by virtiofsd (vhost-user), not by ember. One line per attack:
 //   hostile: <device>/<transport>: <attack>: <what ember answered>; recovered
 // ("needs_reset": DEVICE_NEEDS_RESET in the status register; "used len=N [status=S]": the request completed;
 // "no completion"; or a note on what a register read back). An answer outside the attack's expected set is

@@ -72,6 +72,14 @@ struct Target {
     uint32_t attacks = 0, unexpected = 0, unrecovered = 0;
 };
 
+constexpr uint32_t kDeviceFs = 26;  // virtio 1.2 §5.11
+constexpr uint32_t kFuseOutHeader = 16, kFuseReplyRoom = 256;
+// A FUSE_INIT request in `buffer` (the reply goes after it); returns the request's length.
+uint32_t fuse_init(uint8_t* buffer, uint64_t unique);
+// Whether `used` bytes at `reply` are a well-formed FUSE reply to `unique` (an error reply counts: virtiofsd
+// may refuse a second INIT; any reply proves the path through ember to virtiofsd and back).
+bool fuse_reply_ok(const uint8_t* reply, uint32_t used, uint64_t unique);
+
 // Resets the device and proves it works with an ordinary request; `why` says what failed.
 bool recover(Target& target, char* why, uint32_t why_size);
 // Recovers the device and prints `hostile: <device>/<transport>: <attack>: <answer>[ UNEXPECTED (wanted ..)];
