@@ -65,8 +65,11 @@ void EventLoop::run() {
         // Copied under the lock and called without it: a handler may add or remove fds, itself
         // included. A registration removed since epoll_wait returned is no longer found and is
         // skipped, even if its fd number has been registered again since.
+        // epoll_event is packed on x86-64: its data.u64 is misaligned, so copy it out rather than
+        // bind find()'s reference to it (undefined behaviour; UBSan under the fuzzer saw it).
+        const uint64_t registration = events[i].data.u64;
         std::lock_guard lock(handlers_mutex_);
-        auto handler = handlers_.find(events[i].data.u64);
+        auto handler = handlers_.find(registration);
         if (handler == handlers_.end()) continue;
         callback = handler->second;
       }
