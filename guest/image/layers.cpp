@@ -100,12 +100,18 @@ class LayerWriter {
   // Pass 1: whiteouts only refer to lower layers, so they go before this layer's own entries
   // whatever their order in the tar.
   void apply_whiteout(const EntryPath& path) {
+    const std::string hidden = path.name.substr(kWhiteoutPrefix.size());
+    // ".wh.." and ".wh..." name the directory itself and its parent: at the top of the layer the
+    // root's parent, which remove_tree() would empty (found by the layers fuzz target's sandbox).
+    if (path.name != kOpaqueMarker && (hidden.empty() || hidden == "." || hidden == ".."))
+      throw Error("layer " + name_ + ": rejected whiteout " + path.parent_string() + "/" +
+                  path.name + ": it names no entry");
     UniqueFd parent = open_parent(path, false);
     if (!parent) return;  // Nothing below to hide.
     if (path.name == kOpaqueMarker) {
       remove_children(parent.get());
     } else {
-      remove_tree(parent.get(), path.name.substr(kWhiteoutPrefix.size()));
+      remove_tree(parent.get(), hidden);
     }
   }
 

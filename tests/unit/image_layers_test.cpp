@@ -104,6 +104,19 @@ TEST_F(ImageLayers, WhiteoutOfSomethingAbsentIsHarmless) {
   EXPECT_FALSE(fs::exists(root() / "nothing"));
 }
 
+// ".wh..." whited out "..": at the top of a layer that emptied the root's parent (found with the
+// layers fuzz target's sandbox; corpus file regression-whiteout-dotdot).
+TEST_F(ImageLayers, WhiteoutOfDotOrDotDotIsRejected) {
+  apply("lower", {file("keep", "k"), file("d/inner", "i")});
+  EXPECT_THAT(apply_error("parent", {file(".wh...", "")}), HasSubstr("rejected whiteout ./.wh..."));
+  EXPECT_THAT(apply_error("self", {file("d/.wh..", "")}), HasSubstr("rejected whiteout ./d/.wh.."));
+  EXPECT_THAT(apply_error("root", {file("d/.wh...", "")}), HasSubstr("it names no entry"));
+  EXPECT_THAT(apply_error("empty", {file(".wh.", "")}), HasSubstr("it names no entry"));
+  EXPECT_THAT(names(root()), UnorderedElementsAre("keep", "d"));
+  EXPECT_THAT(names(root() / "d"), UnorderedElementsAre("inner"));
+  expect_nothing_escaped();
+}
+
 TEST_F(ImageLayers, DotDotEntryIsRejected) {
   EXPECT_THAT(apply_error("dotdot", {file("../escape", "x")}), HasSubstr("layer dotdot: rejected entry"));
   EXPECT_THAT(apply_error("dotdot2", {file("a/../../escape", "x")}), HasSubstr("'..'"));
