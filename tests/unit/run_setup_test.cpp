@@ -306,6 +306,27 @@ TEST(RunSpec, NamesAndEveryKey) {
   EXPECT_TRUE(spec_json(spec)["scratch"].is_null());
 }
 
+// A home directory from a hostile image's /etc/passwd that is not UTF-8 (found by the image_user
+// fuzz target): a one-line Error naming the key, not nlohmann's type_error when the spec is sent.
+TEST(RunSpec, TextThatIsNotUtf8) {
+  LaunchSpec spec;
+  spec.args = {"sh"};
+  spec.env = with_defaults({}, "ember-1", "/roo\xb8\xb8t");
+  try {
+    spec_json(spec);
+    FAIL() << "no Error";
+  } catch (const Error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("\"env\""), std::string::npos) << message;
+    EXPECT_NE(message.find("HOME=/roo??t"), std::string::npos) << message;
+  }
+  spec.env = {"A=h\xc3\xa9llo"};  // UTF-8 passes.
+  spec.args = {"echo", "\xff"};
+  EXPECT_THROW(spec_json(spec), Error);
+  spec.args = {"echo"};
+  EXPECT_NO_THROW(spec_json(spec).dump());
+}
+
 bool is_empty_directory(const fs::path& directory) {
   return fs::is_directory(directory) && fs::directory_iterator(directory) == fs::directory_iterator();
 }

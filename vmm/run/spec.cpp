@@ -22,6 +22,26 @@ bool has_key(const std::vector<std::string>& env, const std::string& key) {
   return false;
 }
 
+// The guest protocol carries the spec as UTF-8 JSON. Text that is not UTF-8 (a home directory from
+// the image's /etc/passwd, an argument from the command line) is a one-line Error naming the key,
+// not the JSON library's exception when the spec is sent.
+void check_utf8(const nlohmann::json& value, const std::string& key) {
+  if (value.is_structured()) {
+    for (const auto& item : value) check_utf8(item, key);
+    return;
+  }
+  if (!value.is_string()) return;
+  try {
+    static_cast<void>(value.dump());
+  } catch (const nlohmann::json::type_error&) {
+    std::string shown = value.get<std::string>();
+    for (char& c : shown)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    throw Error("launch spec: \"" + key + "\" holds text that is not UTF-8 (" + shown +
+                "); the guest protocol carries UTF-8");
+  }
+}
+
 }  // namespace
 
 void check_env_assignment(const std::string& assignment, const std::string& where) {
@@ -146,7 +166,7 @@ nlohmann::json parse_ulimit(const std::string& text) {
 }
 
 nlohmann::json spec_json(const LaunchSpec& spec) {
-  return {
+  nlohmann::json json = {
       {"version", 1},
       {"args", spec.args},
       {"env", spec.env},
@@ -165,6 +185,8 @@ nlohmann::json spec_json(const LaunchSpec& spec) {
       {"network", spec.network},
       {"stop_signal", 15},
   };
+  for (const auto& [key, value] : json.items()) check_utf8(value, key);
+  return json;
 }
 
 }  // namespace ember::run

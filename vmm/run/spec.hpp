@@ -63,7 +63,8 @@ Volume parse_volume(const std::string& text);
 // --ulimit NAME=SOFT[:HARD] (HARD defaults to SOFT; "unlimited" allowed) as a launch spec rlimit.
 nlohmann::json parse_ulimit(const std::string& text);
 
-// Every key of protocol.hpp's launch spec.
+// Every key of protocol.hpp's launch spec. Throws a one-line Error naming the key when a string is
+// not UTF-8 (the JSON could not be sent).
 nlohmann::json spec_json(const LaunchSpec& spec);
 
 }  // namespace ember::run
