@@ -121,7 +121,8 @@ class RouteNetlink {
         if (errno == EINTR) continue;
         throw system_error("--net tap: rtnetlink receive");
       }
-      int left = static_cast<int>(received);
+      // ssize_t, not int: NLMSG_OK compares it with the u32 nlmsg_len (clang's -Wsign-compare).
+      ssize_t left = received;
       for (auto* header = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(header, left);
            header = NLMSG_NEXT(header, left)) {
         if (header->nlmsg_seq != sequence_) continue;
