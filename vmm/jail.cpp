@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 
@@ -148,6 +149,7 @@ void Jail::lock() {
   // in the locked jail. Its one run happens here (Machine::run's call is then a no-op).
   __lsan_do_leak_check();
 #endif
+  ::tzset();  // The log's local time: /etc/localtime is not in the jail.
   enter_empty_root();
   set_limit(RLIMIT_NOFILE, kOpenFiles, "RLIMIT_NOFILE");
   set_limit(RLIMIT_NPROC, kProcesses, "RLIMIT_NPROC");
