@@ -8,7 +8,7 @@
 // in the working directory, which the target enters for the call so that relative link targets
 // in the archive land next to a canary. A failed conversion leaves no temporary directory behind.
 //
-// Input: the archive. The cache starts empty for every input.
+// Input: the archive, prepared as IMAGE and as IMAGE:fuzz:latest, each into an empty cache.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -65,22 +65,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int saved_directory = ::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   FUZZ_CHECK(saved_directory >= 0 && ::chdir((sandbox->root() / "work").c_str()) == 0);
   sandbox->arm();
-  try {
-    const image::PreparedImage prepared = image::prepare_image(archive.string(), cache);
-    FUZZ_CHECK(prepared.converted && fs::is_regular_file(prepared.disk));
-    FUZZ_CHECK(prepared.disk.parent_path().parent_path() == cache / "images");
-  } catch (const Error&) {
-    // A corrupt or hostile archive: one line naming it.
+  // As IMAGE and as IMAGE:REF (an index's ref name, a docker-archive's RepoTags), each time into
+  // an empty cache.
+  for (const std::string& reference : {archive.string(), archive.string() + ":fuzz:latest"}) {
+    try {
+      const image::PreparedImage prepared = image::prepare_image(reference, cache);
+      FUZZ_CHECK(prepared.converted && fs::is_regular_file(prepared.disk));
+      FUZZ_CHECK(prepared.disk.parent_path().parent_path() == cache / "images");
+    } catch (const Error&) {
+      // A corrupt or hostile archive: one line naming it.
+    }
+    // Whatever happened, no conversion in progress is left behind.
+    std::error_code missing;
+    for (const auto& entry : fs::directory_iterator(cache / "images", missing))
+      FUZZ_CHECK(!entry.path().filename().string().starts_with(".tmp-"));
+    Sandbox::check_no_outside_links(cache);
+    Sandbox::remove(cache / "images");
   }
   sandbox->check();
   FUZZ_CHECK(::fchdir(saved_directory) == 0);
   ::close(saved_directory);
-  // Whatever happened, no conversion in progress is left behind.
-  std::error_code missing;
-  for (const auto& entry : fs::directory_iterator(cache / "images", missing))
-    FUZZ_CHECK(!entry.path().filename().string().starts_with(".tmp-"));
-  Sandbox::check_no_outside_links(cache);
-  Sandbox::remove(cache / "images");
   fs::remove(archive);
   sandbox->arm();
   return 0;

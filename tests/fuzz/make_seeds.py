@@ -240,6 +240,8 @@ def virtio_net_seeds():
     device("mergeable", EVENT_IDX | INDIRECT_DESC | 4,
            lambda m, rx, tx: [rx.push([m.writable(512)]) for _ in range(6)], [30, 0x7f, 0xff, 0xff])
     device("receive-too-small", 8, lambda m, rx, tx: rx.push([m.writable(100)]), [40, 0x80, 0xff, 0xff])
+    device("tap-events", EVENT_IDX | 0x10, lambda m, rx, tx: (
+        rx.push([m.writable(1024)]), tx.push([m.readable(net_header + b"t" * 100)])), [0xfe, 0x80, 0xfe, 0xff])
     device("malformed-chains", INDIRECT_DESC, lambda m, rx, tx: (
         tx.push([m.readable(b"short")]), tx.push([m.readable(net_header), m.writable(10)]),
         rx.push([m.readable(b"readable"), m.writable(64)])), [0x80, 1, 0xff, 0xff])
@@ -664,12 +666,13 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def docker_archive(diff_ids=True, layer_name="layer.tar", extra=()):
-    layer = tar_bytes(layer_members())
+def docker_archive(diff_ids=True, layer_name="layer.tar", extra=(), compress=None):
+    uncompressed = tar_bytes(layer_members())
+    layer = tar_bytes(layer_members(), compress) if compress else uncompressed
     config = {"architecture": "amd64", "os": "linux",
               "config": {"Entrypoint": ["/bin/sh"], "Cmd": ["-c", "echo hi"], "Env": ["PATH=/bin"],
                          "WorkingDir": "/", "User": "app", "ExposedPorts": {"80/tcp": {}}},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(layer)] if diff_ids else []}}
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256(uncompressed)] if diff_ids else []}}
     config_bytes = json.dumps(config).encode()
     config_name = sha256(config_bytes) + ".json"
     manifest = [{"Config": config_name, "RepoTags": ["fuzz:latest"], "Layers": [layer_name]}]
@@ -701,6 +704,7 @@ def image_archive_seeds():
     return {
         "docker-archive": docker_archive(),
         "docker-archive-no-diff-ids": docker_archive(diff_ids=False, layer_name="abc/layer.tar"),
+        "docker-archive-gzip-layer": docker_archive(compress="gzip"),
         "oci-archive": oci_archive(),
         "hostile-paths": tar_bytes([entry("manifest.json", data=json.dumps(hostile_manifest).encode())]),
         # Archive members that are links: skipped by the unpacker, never followed.

@@ -2,12 +2,14 @@
 // (a memfd through RawFile's synchronous path, so every request completes at once).
 //
 // Input (virtio_fuzz.hpp): flags (bit 2: a read-only disk, bit 3: DISCARD and WRITE_ZEROES not
-// negotiated, bit 4: reset the device before its completions are drained), the request queue's
-// layout, one action byte (1 + bits 0-1 kicks), then the guest memory image with the requests:
-// 16-byte headers, data buffers, status bytes, discard segments.
+// negotiated, bit 4: reset the device before its completions are drained, bits 5-7: which 8 bytes
+// of configuration space to read at the end), the request queue's layout, one action byte (1 +
+// bits 0-1 kicks), then the guest memory image with the requests: 16-byte headers, data buffers,
+// status bytes, discard segments.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <memory>
 #include <string>
 
@@ -68,6 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   run_ready_handlers(loop);  // Completions: status bytes and used entries.
   std::lock_guard lock(device.mutex());
+  std::array<uint8_t, 8> config{};
+  device.read_config(8u * (flags >> 5), config);
   device.reset();
   return 0;
 }

@@ -2,10 +2,13 @@
 // host delivered into its receive chains, with and without mergeable buffers. The tap is a
 // SOCK_DGRAM socketpair (Tap::from_fd), whose other end the target reads and writes.
 //
-// Input (virtio_fuzz.hpp): flags (bit 2: MRG_RXBUF, bit 3: GUEST_CSUM), the layouts of the receive
+// Input (virtio_fuzz.hpp): flags (bit 2: MRG_RXBUF, bit 3: GUEST_CSUM, bits 4-6: where to read
+// the configuration space at the end), the layouts of the receive
 // and transmit queues, four action bytes, then the guest memory image. Action byte a: 0xff does
-// nothing; bit 7 set kicks the transmit queue; otherwise a frame of 12 + 37 * a bytes (a = 0x7f:
-// 64 KiB) is sent to the tap and the receive queue kicked.
+// nothing; 0xfe sends a 100-byte frame without a kick; other values with bit 7 set kick the
+// transmit queue; the rest send a frame of 12 + 37 * a bytes (a = 0x7f: 64 KiB) to the tap and
+// kick the receive queue. Then the I/O loop runs once: the tap's readiness (frames waiting, room
+// to transmit again) goes through the device's tap handler.
 #include <sys/socket.h>
 
 #include <array>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "devices/virtio/net.hpp"
+#include "tests/fuzz/event_loop_once.hpp"
 #include "tests/fuzz/virtio_fuzz.hpp"
 
 using namespace ember;
@@ -63,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!(flags & kFlagMergeable)) features &= ~virtio::net::kFeatureMergeableBuffers;
   if (!(flags & kFlagGuestChecksum)) features &= ~virtio::net::kFeatureGuestChecksum;
   CountingInterrupts interrupts(2);
-  EventLoop loop;  // Only watches the tap; the target kicks the queues itself.
+  EventLoop loop;  // Watches the tap.
   {
     std::lock_guard lock(device.mutex());
     FUZZ_CHECK(device.activate(memory, queues, features, interrupts, loop));
@@ -71,6 +75,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<uint8_t> frame(65536, 0x42);
   for (uint8_t action : actions) {
     if (action == 0xff) continue;
+    if (action == 0xfe) {
+      ::send(peer.get(), frame.data(), 100, MSG_DONTWAIT);
+      continue;
+    }
     uint16_t queue = virtio::net::kTransmitQueue;
     if (!(action & 0x80)) {
       const size_t length = frame_length(action);
@@ -81,7 +89,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     device.process_queue(queue);
     drain(peer.get());
   }
+  run_ready_handlers(loop);
+  drain(peer.get());
   std::lock_guard lock(device.mutex());
+  std::array<uint8_t, virtio::net::kConfigSize + 2> config{};
+  device.read_config((flags >> 4) & 7, config);
   check_needs_reset(device, queues, interrupts);
   device.reset();
   return 0;
