@@ -157,10 +157,14 @@ const json& choose_manifest_entry(const json& index, const std::string& name,
                 ")");
   }
   if (manifests.size() == 1) return manifests.front();
+  // Compared as JSON values: an entry, platform, os or architecture of another type is simply not
+  // linux/amd64 (json::value() would throw type_error for them, past every Error handler).
+  const auto field = [](const json& object, const char* key) {
+    return object.is_object() && object.contains(key) ? object[key] : json();
+  };
   for (const json& entry : manifests) {
-    const json platform = entry.value("platform", json::object());
-    if (platform.value("os", "") == "linux" && platform.value("architecture", "") == "amd64")
-      return entry;
+    const json platform = field(entry, "platform");
+    if (field(platform, "os") == "linux" && field(platform, "architecture") == "amd64") return entry;
   }
   throw Error(name + ": no linux/amd64 manifest among " + std::to_string(manifests.size()));
 }

@@ -149,6 +149,18 @@ TEST_F(OciLayout, DigestCannotNameAPathOutsideBlobs) {
   EXPECT_THAT(error_of(layout()), HasSubstr("unsupported digest"));
 }
 
+// Entries or platforms of the wrong JSON type among several manifests: no linux/amd64 one, said
+// in one line (nlohmann's type_error escaped before; corpus files regression-platform-*).
+TEST_F(OciLayout, PlatformsOfTheWrongTypeAreNotLinuxAmd64) {
+  for (const char* manifests :
+       {R"([1, 2])", R"([{"platform": "linux/amd64"}, {"platform": {"os": 7}}])",
+        R"([{"platform": {"os": "linux", "architecture": ["amd64"]}}, {"platform": null}])"}) {
+    write_text(layout() / "index.json", std::string(R"({"manifests": )") + manifests + "}");
+    EXPECT_THAT(error_of(layout()), HasSubstr("no linux/amd64 manifest among 2")) << manifests;
+    EXPECT_THROW(manifest_digest_from_index(read_text(layout() / "index.json"), "index.json"), Error);
+  }
+}
+
 TEST_F(OciLayout, UnsupportedLayerMediaType) {
   std::string manifest = R"({"config": )" + descriptor("application/vnd.oci.image.config.v1+json", config_) +
                          R"(, "layers": [)" + descriptor("application/x-unknown", lower_) + "]}";
