@@ -178,8 +178,11 @@ void VirtioDevices::move_notifier(Notifier& notifier, uint64_t address, uint32_t
     notifier.length = length;
     notifier.registered = true;
   } catch (const Error& error) {
-    // The notify register still works through the bus (slower): log, never fail the guest.
-    spdlog::warn("virtqueue notification at {:#x}: {}", address, error.what());
+    // The notify register still works through the bus (slower): log, never fail the guest. A guest
+    // that moves one BAR onto another's collides every time: one warning, then debug lines.
+    const bool first = !notify_warning_logged_.exchange(true);
+    spdlog::log(first ? spdlog::level::warn : spdlog::level::debug, "virtqueue notification at {:#x}: {}",
+                address, error.what());
   }
 }
 

@@ -4,6 +4,7 @@
 // notifications are KVM ioeventfds served by the I/O loop, so vCPU threads never process queues.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -83,6 +84,7 @@ class VirtioDevices {
   Transport transport_ = Transport::kPci;
   std::vector<std::unique_ptr<virtio::Device>> created_;  // Between create() and attach().
   uint32_t notify_length_ = 2;  // 0 ("any length") where KVM supports it.
+  std::atomic<bool> notify_warning_logged_{false};  // move_notifier() warns once, then at debug level.
   std::shared_ptr<PciRoot> pci_root_;
   std::shared_ptr<KvmMsiRoutes> msi_routes_;
   std::vector<std::unique_ptr<InterruptLine>> mmio_lines_;  // Outlive the transports using them.
