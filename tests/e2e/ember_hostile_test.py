@@ -6,8 +6,8 @@ virtio devices, transports, PCI/MSI-X, legacy devices, and ember run's protocol 
    on a tap in a private network namespace (ember-hst-<pid>, the host end at 10.0.2.1 answers ARP), virtio-fs
    (--share, served by virtiofsd: transport attacks only, its rings are virtiofsd's to walk), over
    --transport pci (3136 MiB of RAM: the RAM region ends at the 32-bit hole and a second one starts at 4 GiB)
-   and mmio (256 MiB), two seeds each; the second pair with --seccomp off so that an ASan build's
-   LeakSanitizer runs at exit. ember's stdin is kept full so hvc0's receive queue is exercised. Checks: ember
+   and mmio (256 MiB), two seeds each (one each in the lab); the second pair with --seccomp off so that an
+   ASan build's LeakSanitizer runs at exit. ember's stdin is kept full so hvc0's receive queue is exercised. Checks: ember
    exits 0 after the guest's power-off (no signal, no hang), RESULT fail=0, every device (rng, blk, console,
    net, fs) printed its summary with 0 unexpected answers and 0 devices left broken, one line per attack and as
    many as the summary says, the core attacks all there, the platform fuzz recovered every device, the same
@@ -273,8 +273,15 @@ def hostile_boot(ember, elf, transport, seed, disk, share, seccomp, net_ok, keep
     # breaks and resets devices all the time must not turn into a flood on the host.
     warnings = len(stderr.splitlines())
     bound = 20 + 8 * int(seconds + 1)
-    tally.check(f"{name}: at most {bound} warning lines in {seconds:.0f} s (rate-limited)", warnings <= bound,
-                f"{warnings} lines")
+    kinds = {}
+    for line in stderr.splitlines():
+        kind = re.sub(r"0x[0-9a-f]+|\d+", "N", line)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    per_kind = 2 + int(seconds)  # once a second, or once
+    floods = sorted(((count, kind) for kind, count in kinds.items() if count > per_kind), reverse=True)
+    tally.check(f"{name}: at most {bound} warning lines in {seconds:.0f} s, none repeated more than "
+                f"{per_kind} times (rate-limited)", warnings <= bound and not floods,
+                f"{warnings} lines; repeated: " + "; ".join(f"{count}x {kind[:150]}" for count, kind in floods[:5]))
     with open(disk, "rb") as f:
         head = f.read(UNTOUCHED_BYTES)
     tally.check(f"{name}: the disk's first 2 MiB unchanged", head == disk_pattern(UNTOUCHED_BYTES, SEED_BLK))
@@ -378,7 +385,10 @@ def main():
         with open(disk, "wb") as f:
             f.write(disk_pattern(DISK_BYTES, SEED_BLK))
         transports = options.transport or ("pci", "mmio")
-        plan = [(transport, seed, seed > 2) for seed in (1, 2, 3, 4) for transport in transports
+        # Odd seeds on pci, even ones on mmio; seeds 3 and 4 with --seccomp off. In the lab (TCG speed, ~6x
+        # slower) one boot per transport, one of them without seccomp.
+        seeds = (1, 4) if LAB else (1, 2, 3, 4)
+        plan = [(transport, seed, seed > 2) for seed in seeds for transport in transports
                 if (seed % 2 == 1) == (transport == "pci") or len(transports) == 1]
         share = os.path.join(work, "share")
         os.makedirs(share)

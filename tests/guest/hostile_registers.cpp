@@ -478,6 +478,16 @@ void fuzz_platform(Context& c, Device* devices, uint32_t count, bool pci, uint32
     uint32_t saved_count = count < 16 ? count : 16;
     if (pci) {
         for (uint32_t i = 0; i < saved_count; ++i) save_function(devices[i], saved[i]);
+        // One device's BAR moved onto another's and back, over and over: the notify addresses (ioeventfds)
+        // collide every time.
+        for (uint32_t round = 0; saved_count >= 2 && round < 100; ++round, accesses += 4) {
+            const Device& mover = devices[round % saved_count];
+            const SavedFunction& target = saved[(round + 1) % saved_count];
+            pci::write32(mover.function, pci::kBar0, target.bars[0]);
+            pci::write32(mover.function, pci::kBar0 + 4, target.bars[1]);
+            pci::write32(mover.function, pci::kBar0, saved[round % saved_count].bars[0]);
+            pci::write32(mover.function, pci::kBar0 + 4, saved[round % saved_count].bars[1]);
+        }
         // Configuration mechanism #1: random CONFIG_ADDRESS values (enable bit, bus, device, function,
         // register), then random accesses at CONFIG_DATA and the ports around it.
         for (uint32_t i = 0; i < c.fuzz_accesses; ++i, accesses += 2) {
