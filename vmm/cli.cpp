@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "vmm/error.hpp"
@@ -160,9 +162,21 @@ int print_prepared_image(const std::string& reference) {
   return 0;
 }
 
-void configure_logging(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("ember");
-  logger->set_pattern("ember: %^%l%$: %v");
+void configure_logging(const std::string& level, const std::string& file) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (file.empty()) {
+    logger = spdlog::stderr_color_mt("ember");
+    logger->set_pattern("ember: %^%l%$: %v");
+  } else {
+    // spdlog would make missing directories: a mistyped path should be an error instead.
+    const auto directory = std::filesystem::path(file).parent_path();
+    if (!directory.empty() && !std::filesystem::is_directory(directory))
+      throw spdlog::spdlog_ex("no such directory: " + directory.string());
+    // Appended to, opened before any jail: the jailed VMM writes through the inherited fd.
+    logger = spdlog::basic_logger_mt("ember", file);
+    logger->set_pattern("%H:%M:%S.%f ember[%P]: %l: %v");
+    logger->flush_on(spdlog::level::trace);
+  }
   logger->set_level(spdlog::level::from_str(level));
   spdlog::set_default_logger(logger);
 }
@@ -239,6 +253,12 @@ int print_host(const std::string& kvm_path) {
 
 }  // namespace
 
+void add_log_file_option(CLI::App& command, std::string& path) {
+  command.add_option("--log-file", path,
+                     "append the log to this file (with times) instead of writing it to stderr; "
+                     "one-line errors still go to stderr");
+}
+
 void add_seccomp_option(CLI::App& command, std::string& setting) {
   command
       .add_option("--seccomp", setting,
@@ -267,6 +287,8 @@ int run_cli(int argc, char** argv) {
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  std::string log_file;
+  add_log_file_option(app, log_file);
 
   MachineConfig config;
   std::string memory = "256M";
@@ -280,6 +302,7 @@ int run_cli(int argc, char** argv) {
       ->default_val("256M");
   boot->add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  add_log_file_option(*boot, log_file);
   boot->add_option("--kvm", config.kvm_path, "KVM device")->default_val("/dev/kvm");
   std::vector<std::string> disks, nets;
   boot->add_option("--disk", disks, "virtio-blk disk: PATH[,ro][,id=NAME][,direct] (repeatable)");
@@ -306,6 +329,7 @@ int run_cli(int argc, char** argv) {
 
   run::RunOptions run_options;
   auto* run = run::add_run_subcommand(app, run_options, log_level);
+  add_log_file_option(*run, log_file);
 
   auto* image = app.add_subcommand("image", "Prepare container images for ember run");
   image->require_subcommand(1);
@@ -329,7 +353,12 @@ int run_cli(int argc, char** argv) {
     std::fprintf(stderr, "ember: usage error: %s (see ember --help)\n", error.what());
     return kExitUsage;
   }
-  configure_logging(log_level);
+  try {
+    configure_logging(log_level, log_file);
+  } catch (const spdlog::spdlog_ex& error) {
+    std::fprintf(stderr, "ember: usage error: --log-file %s: %s\n", log_file.c_str(), error.what());
+    return kExitUsage;
+  }
 
   try {
     if (*host) return print_host(host_kvm);

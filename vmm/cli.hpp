@@ -32,6 +32,8 @@ std::optional<ShareConfig> parse_share(const std::string& text, std::string& err
 
 // --seccomp on|off on a subcommand (boot, run); seccomp::wanted() reads the value.
 void add_seccomp_option(CLI::App& command, std::string& setting);
+// --log-file PATH: the log into a file instead of stderr.
+void add_log_file_option(CLI::App& command, std::string& path);
 // --jail on|off, --uid, --gid (vmm/jail.hpp); `default_text` says what the default is.
 void add_jail_options(CLI::App& command, std::string& setting, uint32_t& uid, uint32_t& gid,
                       const char* default_text);

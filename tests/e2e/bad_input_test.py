@@ -101,6 +101,9 @@ expect_error("--memory above host memory", ["boot", "--kernel", kernel, "--memor
              ["--memory", "host"])
 expect_error("--memory not a size", ["boot", "--kernel", kernel, "--memory", "12X"],
              ["--memory 12X", "not a size"], codes=(2,))
+expect_error("--log-file in a missing directory", ["boot", "--kernel", kernel, "--log-file",
+                                                   "/nonexistent-ember-dir/ember.log"],
+             ["--log-file", "/nonexistent-ember-dir"], codes=(2,))
 expect_error("no --kernel", ["boot"], ["--kernel"], codes=(2,))
 expect_error("unknown option", ["boot", "--kernel", kernel, "--frobnicate"], ["frobnicate"],
              codes=(2,))

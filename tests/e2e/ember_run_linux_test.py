@@ -10,6 +10,7 @@ with -p, all inside a private network namespace.
 
 usage: ember_run_linux_test.py EMBER"""
 import concurrent.futures
+import itertools
 import os
 import shutil
 import signal
@@ -25,11 +26,33 @@ NAMESPACE = f"ember-run-{os.getpid()}"
 tally = common.Tally()
 
 
+LOGS = tempfile.mkdtemp(prefix="ember-run-linux-logs-")
+runs = itertools.count()
+
+
+class LoggedResult(common.Result):
+    """A run's result whose description ends with ember's debug log (--log-file): a failure says
+    what the VMM and the guest's console saw, not just ember's one line."""
+
+    def __init__(self, result, log_path):
+        super().__init__(result.returncode, result.stdout, result.stderr, result.seconds, result.timed_out)
+        self.log_path = log_path
+
+    def describe(self):
+        try:
+            with open(self.log_path, errors="replace") as log:
+                tail = "\n".join(log.read().splitlines()[-30:])
+        except OSError as error:
+            tail = f"(no log: {error})"
+        return f"{super().describe()}\nember's log ({self.log_path}), last lines:\n{tail}"
+
+
 def ember_run(args, timeout=240, stdin_data=None, env=None, namespace=False):
-    command = [EMBER, "run", *args]
+    log_path = os.path.join(LOGS, f"run-{next(runs)}.log")
+    command = [EMBER, "run", "--log-level", "debug", "--log-file", log_path, *args]
     if namespace:
         command = ["ip", "netns", "exec", NAMESPACE, *command]
-    return common.run(command, timeout, stdin_data=stdin_data, env=env)
+    return LoggedResult(common.run(command, timeout, stdin_data=stdin_data, env=env), log_path)
 
 
 def exit_codes(image, form):
@@ -168,6 +191,7 @@ def main():
         full_suite(work, built)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(LOGS, ignore_errors=True)
     tally.finish()
 
 
