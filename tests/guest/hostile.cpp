@@ -1342,21 +1342,21 @@ void reset_under_load(Target& t) {
 
 // --- Recovery: the ordinary request that proves the device works ---------------------------------------------
 
-bool recover_rng(Device&, Virtqueue* queues, char* why, uint32_t size) {
+bool recover_rng(Device&, Virtqueue* queues, uint64_t ms, char* why, uint32_t size) {
     uint8_t* buffer = bytes(64);
     Buffer request{reinterpret_cast<uint64_t>(buffer), 64, true};
     uint32_t length;
     void* cookie;
     if (!virtio::submit(queues[0], &request, 1, buffer)) return format_to(why, size, "submit failed"), false;
     virtio::kick(queues[0]);
-    if (!virtio::next_used(queues[0], kRequestMs, length, cookie)) return format_to(why, size, "no rng bytes"), false;
+    if (!virtio::next_used(queues[0], ms, length, cookie)) return format_to(why, size, "no rng bytes"), false;
     uint32_t nonzero = 0;
     for (uint32_t i = 0; i < 64; ++i) nonzero += buffer[i] != 0;
     if (length == 0 || nonzero == 0) return format_to(why, size, "rng gave %u bytes, %u non-zero", length, nonzero), false;
     return true;
 }
 
-bool recover_blk(Device&, Virtqueue* queues, uint64_t seed, char* why, uint32_t size) {
+bool recover_blk(Device&, Virtqueue* queues, uint64_t seed, uint64_t ms, char* why, uint32_t size) {
     auto* request = alloc<BlkRequest>();
     *request = BlkRequest{kBlkIn, 0, 0, kPending};
     uint8_t* data = bytes(kSector, 4096);
@@ -1367,7 +1367,7 @@ bool recover_blk(Device&, Virtqueue* queues, uint64_t seed, char* why, uint32_t 
     void* cookie;
     if (!virtio::submit(queues[0], chain, 3, request)) return format_to(why, size, "submit failed"), false;
     virtio::kick(queues[0]);
-    if (!virtio::next_used(queues[0], kRequestMs, length, cookie)) return format_to(why, size, "no blk completion"), false;
+    if (!virtio::next_used(queues[0], ms, length, cookie)) return format_to(why, size, "no blk completion"), false;
     if (request->status != kBlkOk) return format_to(why, size, "blk read status %u", request->status), false;
     for (uint32_t i = 0; i < kSector; ++i) {
         if (data[i] != disk_pattern(i, seed))
@@ -1376,7 +1376,7 @@ bool recover_blk(Device&, Virtqueue* queues, uint64_t seed, char* why, uint32_t 
     return true;
 }
 
-bool recover_console(Device&, Virtqueue* queues, char* why, uint32_t size) {
+bool recover_console(Device&, Virtqueue* queues, uint64_t ms, char* why, uint32_t size) {
     uint8_t* text = bytes(8);
     text[0] = '\n';
     Buffer out{reinterpret_cast<uint64_t>(text), 1, false};
@@ -1384,11 +1384,11 @@ bool recover_console(Device&, Virtqueue* queues, char* why, uint32_t size) {
     void* cookie;
     if (!virtio::submit(queues[1], &out, 1, text)) return format_to(why, size, "submit failed"), false;
     virtio::kick(queues[1]);
-    if (!virtio::next_used(queues[1], kRequestMs, length, cookie)) return format_to(why, size, "hvc0 byte not used"), false;
+    if (!virtio::next_used(queues[1], ms, length, cookie)) return format_to(why, size, "hvc0 byte not used"), false;
     return true;
 }
 
-bool recover_net(Device& d, const Context& c, Virtqueue* queues, char* why, uint32_t size) {
+bool recover_net(Device& d, const Context& c, Virtqueue* queues, uint64_t ms, char* why, uint32_t size) {
     uint8_t* receive = bytes(8 * 2048, 4096);
     for (uint32_t i = 0; i < 8; ++i) {
         Buffer in{reinterpret_cast<uint64_t>(receive + i * 2048), 2048, true};
@@ -1401,9 +1401,9 @@ bool recover_net(Device& d, const Context& c, Virtqueue* queues, char* why, uint
     void* cookie;
     if (!virtio::submit(queues[1], &out, 1, frame)) return format_to(why, size, "submit failed"), false;
     virtio::kick(queues[1]);
-    if (!virtio::next_used(queues[1], kRequestMs, length, cookie)) return format_to(why, size, "frame not sent"), false;
+    if (!virtio::next_used(queues[1], ms, length, cookie)) return format_to(why, size, "frame not sent"), false;
     if (!c.net_rx) return true;
-    Deadline deadline(kRequestMs);
+    Deadline deadline(ms);
     while (!virtio::has_used(queues[0]) && !deadline.expired()) {
         notify_index(d, 0);  // a frame that came while the queue had no buffers is read on notification
         delay_us(2000);
@@ -1412,7 +1412,7 @@ bool recover_net(Device& d, const Context& c, Virtqueue* queues, char* why, uint
     return true;
 }
 
-bool recover_fs(Device&, Virtqueue* queues, char* why, uint32_t size) {
+bool recover_fs(Device&, Virtqueue* queues, uint64_t ms, char* why, uint32_t size) {
     uint8_t* buffer = bytes(1024);
     uint32_t length = fuse_init(buffer, 0x52);
     Buffer chain[2] = {{reinterpret_cast<uint64_t>(buffer), length, false},
@@ -1421,7 +1421,7 @@ bool recover_fs(Device&, Virtqueue* queues, char* why, uint32_t size) {
     void* cookie;
     if (!virtio::submit(queues[1], chain, 2, buffer)) return format_to(why, size, "submit failed"), false;
     virtio::kick(queues[1]);
-    if (!virtio::next_used(queues[1], kRequestMs, used, cookie)) return format_to(why, size, "no FUSE_INIT reply"), false;
+    if (!virtio::next_used(queues[1], ms, used, cookie)) return format_to(why, size, "no FUSE_INIT reply"), false;
     if (!fuse_reply_ok(buffer + length, used, 0x52)) return format_to(why, size, "malformed FUSE_INIT reply (%u bytes)", used), false;
     return true;
 }
@@ -1484,15 +1484,15 @@ bool recover(Target& t, char* why, uint32_t why_size) {
             ok = false;
             format_to(why, why_size, "NEEDS_RESET right after DRIVER_OK");
         } else if (d.device_id == virtio::kDeviceEntropy) {
-            ok = recover_rng(d, queues, why, why_size);
+            ok = recover_rng(d, queues, c.request_ms, why, why_size);
         } else if (d.device_id == virtio::kDeviceBlock) {
-            ok = recover_blk(d, queues, c.blk_seed, why, why_size);
+            ok = recover_blk(d, queues, c.blk_seed, c.request_ms, why, why_size);
         } else if (d.device_id == virtio::kDeviceConsole) {
-            ok = recover_console(d, queues, why, why_size);
+            ok = recover_console(d, queues, c.request_ms, why, why_size);
         } else if (d.device_id == hostile::kDeviceFs) {
-            ok = recover_fs(d, queues, why, why_size);
+            ok = recover_fs(d, queues, c.request_ms, why, why_size);
         } else {
-            ok = recover_net(d, c, queues, why, why_size);
+            ok = recover_net(d, c, queues, c.request_ms, why, why_size);
         }
         if (ok && (virtio::status(d) & virtio::kStatusNeedsReset)) {
             ok = false;
@@ -1593,6 +1593,7 @@ void attack_device(Context& c, virtio::Device& d, uint32_t number) {
     hostile::reset_under_load(t);
     if (d.transport == virtio::Transport::Pci) hostile::msix_attacks(t);
     hostile::fuzz_device_registers(t);
+    hostile::concurrent_register_storm(t);
     print("hostile: %s: %u attacks, %u unexpected, %u not recovered, %lu ms\n", t.name, t.attacks, t.unexpected,
           t.unrecovered, elapsed_us(start) / 1000);
     char check[32];
@@ -1613,6 +1614,7 @@ void run_hostile(const BootInfo& boot, virtio::Device* devices, uint32_t count, 
     uint64_t fuzz = c.fuzz_accesses;
     if (cmdline_number(boot.cmdline, "test.hostile.fuzz", fuzz)) c.fuzz_accesses = static_cast<uint32_t>(fuzz);
     cmdline_number(boot.cmdline, "test.blk.seed", c.blk_seed);
+    cmdline_number(boot.cmdline, "test.hostile.storm_ms", c.storm_ms);
     c.net_rx = cmdline_flag(boot.cmdline, "test.hostile.net_rx");
     Str text;
     if (cmdline_value(boot.cmdline, "test.net.ip", text)) parse_ipv4(text, c.ip);

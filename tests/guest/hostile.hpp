@@ -25,11 +25,14 @@
 // DRIVER_OK, queue registers rewritten after DRIVER_OK, out-of-range queue_select, wrong-width accesses,
 // device reset with requests in flight (no completion or DMA may follow the reset), and for virtio-pci bad
 // MSI-X programming (vectors out of range, table accesses of odd sizes and offsets, message addresses
-// anywhere, masking toggled while interrupts fire, MSI-X disabled).
+// anywhere, masking toggled while interrupts fire, MSI-X disabled). With a second vCPU (--cpus 2) that CPU
+// hammers each device's registers (resets, notifications, random accesses) while the first keeps setting the
+// device up and using it (concurrent_register_storm).
 //
 // Command line: test.seed=N (default 1) seeds the PRNG; test.hostile.quiet_ms=N (default 50) is how long
 // "no answer" is waited for (longer in the lab); test.hostile.fuzz=N random accesses per register range
-// (default 2000); test.blk.seed as for the blk checks; test.net.ip / test.net.peer as for the net checks.
+// (default 2000); test.hostile.storm_ms=N how long the second vCPU hammers each device (default 300);
+// test.blk.seed as for the blk checks; test.net.ip / test.net.peer as for the net checks.
 #pragma once
 
 #include <stdint.h>

@@ -47,6 +47,8 @@ struct Context {
     uint32_t ip = 0x0a000202, peer_ip = 0x0a000201;
     bool net_rx = false;       // test.hostile.net_rx=1: the tap answers ARP (recovery waits for a frame)
     uint32_t fuzz_accesses = 2000;  // random accesses per register range
+    uint64_t storm_ms = 300;        // how long the second CPU hammers a device's registers
+    uint64_t request_ms = 3000;     // how long recover()'s ordinary request may take
 };
 
 // How ember answered an attack (bit set: several may be acceptable).
@@ -93,6 +95,9 @@ void msix_attacks(Target& target);
 // Random-sized reads and writes at every offset of the device's registers (virtio-mmio window, or the
 // virtio-pci BAR and its configuration space), then the device must still work.
 void fuzz_device_registers(Target& target);
+// With a second CPU waiting (--cpus 2): it hammers the device's registers (resets, notifications, random
+// accesses) while this CPU keeps setting the device up and using it; afterwards the device must work.
+void concurrent_register_storm(Target& target);
 // The platform's registers ember emulates: PCI configuration space through 0xcf8/0xcfc and ECAM (every
 // slot), COM1, i8042, pvpanic, ACPI PM, unassigned ports and MMIO. Returns false if something broke.
 void fuzz_platform(Context& context, virtio::Device* devices, uint32_t count, bool pci, uint32_t& accesses);

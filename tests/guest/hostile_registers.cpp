@@ -11,6 +11,7 @@
 #include "pci.hpp"
 #include "portio.hpp"
 #include "print.hpp"
+#include "smp.hpp"
 #include "timing.hpp"
 #include "uart.hpp"
 #include "virtio_transport.hpp"
@@ -65,12 +66,12 @@ void write_sized(uint64_t address, uint32_t size, uint64_t value) {
 uint32_t random_size(Prng& prng) { return 1u << prng.below(4); }
 
 // A 32-bit half of a ring address that is harmless on its own: scratch RAM, or the 32-bit MMIO hole.
-uint32_t safe_low_half(Context& c) {
-    if (c.prng->below(2) == 0) {
+uint32_t safe_low_half(const Context& c, Prng& prng) {
+    if (prng.below(2) == 0) {
         uint64_t span = c.ram.scratch_end - c.ram.scratch - 0x100000;
-        return static_cast<uint32_t>(c.ram.scratch + (c.prng->next() % span & ~uint64_t{0xf}));
+        return static_cast<uint32_t>(c.ram.scratch + (prng.next() % span & ~uint64_t{0xf}));
     }
-    return 0xc0000000u | static_cast<uint32_t>(c.prng->next() & 0x3ffffff0);
+    return 0xc0000000u | static_cast<uint32_t>(prng.next() & 0x3ffffff0);
 }
 
 uint32_t wild_message_data(const Context& c) { return static_cast<uint32_t>(VECTOR_VIRTIO_FIRST + c.wild_slot); }
@@ -79,14 +80,14 @@ uint32_t wild_message_data(const Context& c) { return static_cast<uint32_t>(VECT
 // `field` tells for a byte offset whether it belongs to a ring address low half (1), a high half (2), MSI-X
 // message data (3), or nothing (0).
 template <typename Field>
-uint64_t sanitise(Context& c, uint64_t offset, uint32_t size, uint64_t value, Field field) {
-    uint32_t low = safe_low_half(c);
+uint64_t sanitise(const Context& c, Prng& prng, uint64_t offset, uint32_t size, uint64_t value, Field field) {
+    uint32_t low = safe_low_half(c, prng);
     uint32_t data = wild_message_data(c);
     for (uint32_t i = 0; i < size; ++i) {
         uint64_t at = offset + i;
         int kind = field(at);
         if (kind == 0) continue;
-        uint32_t replacement = kind == 1 ? low : kind == 2 ? static_cast<uint32_t>(c.prng->next()) : data;
+        uint32_t replacement = kind == 1 ? low : kind == 2 ? static_cast<uint32_t>(prng.next()) : data;
         uint64_t byte = (replacement >> (8 * (at % 4))) & 0xff;
         value = (value & ~(uint64_t{0xff} << (8 * i))) | byte << (8 * i);
     }
@@ -243,9 +244,92 @@ void program_entry(const Device& d, uint16_t entry, uint64_t address, uint32_t d
 uint16_t msix_control(const Device& d) { return pci::read16(d.function, d.msix_capability + kMsixControl); }
 void set_msix_control(const Device& d, uint16_t value) { pci::write16(d.function, d.msix_capability + kMsixControl, value); }
 
+// What the AP hammers while the BSP uses the same device (concurrent_register_storm).
+struct Storm {
+    const Context* context;
+    const Device* device;
+    uint64_t base, span, seed;
+    volatile bool stop;
+    volatile uint64_t accesses;
+};
+
+// On the AP: resets (status 0), odd statuses, notifications, queue selects and random accesses anywhere in
+// the device's registers, sanitised like the single-CPU fuzz, until told to stop.
+void storm_work(void* argument) {
+    Storm& storm = *static_cast<Storm*>(argument);
+    const Context& c = *storm.context;
+    const Device& d = *storm.device;
+    const bool pci = d.transport == virtio::Transport::Pci;
+    const uint16_t entries = d.msix_entries;
+    auto field = [pci, entries](uint64_t at) { return pci ? pci_bar_field(at, entries) : mmio_field(at); };
+    Prng prng(storm.seed);
+    uint64_t count = 0;
+    while (!storm.stop) {
+        uint32_t what = prng.below(8);
+        uint64_t offset;
+        uint32_t size;
+        if (what == 0) {  // device status: a reset half the time
+            offset = pci ? 0x14 : 0x70;
+            size = pci ? 1 : 4;
+        } else if (what == 1) {  // a notification of queue 0 or 1
+            offset = pci ? 0x3000 + 4 * prng.below(2) : 0x50;
+            size = pci ? 2 : 4;
+        } else if (what == 2) {  // queue_select / QueueSel
+            offset = pci ? 0x16 : 0x30;
+            size = pci ? 2 : 4;
+        } else {
+            size = random_size(prng);
+            offset = prng.below(static_cast<uint32_t>(storm.span - size + 1));
+        }
+        uint64_t value = what == 0 && prng.below(2) ? 0 : what == 1 ? prng.below(2) : prng.next();
+        if (prng.below(4) == 0) read_sized(storm.base + offset, size);
+        else write_sized(storm.base + offset, size, sanitise(c, prng, offset, size, value, field));
+        ++count;
+    }
+    storm.accesses = count;
+}
+
 }  // namespace
 
-uint64_t safe_ring_address(Context& c) { return safe_low_half(c) | (c.prng->below(2) ? c.prng->next() << 32 : 0); }
+void concurrent_register_storm(Target& t) {
+    Device& d = *t.device;
+    Context& c = *t.context;
+    Storm storm{&c, &d, 0, 0, c.prng->next(), false, 0};
+    if (d.transport == virtio::Transport::Pci) {
+        storm.base = bar_base(d);
+        storm.span = kBarFuzzBytes;
+    } else {
+        storm.base = d.mmio_base;
+        storm.span = 0x200;
+    }
+    if (!run_on_ap(1, storm_work, &storm)) {
+        print("hostile: %s: concurrent_register_storm skipped (no second CPU waiting; boot with --cpus 2)\n", t.name);
+        return;
+    }
+    // Meanwhile the BSP keeps setting the device up and using it; most tries fail, some must not crash ember.
+    uint32_t tries = 0, worked = 0;
+    const uint64_t request_ms = c.request_ms;
+    c.request_ms = c.quiet_ms;  // a request the other CPU's reset swallowed is not waited for long
+    Deadline deadline(c.storm_ms);
+    while (!deadline.expired()) {
+        char why[96];
+        ++tries;
+        worked += recover(t, why, sizeof(why)) ? 1 : 0;
+    }
+    c.request_ms = request_ms;
+    storm.stop = true;
+    Deadline stopping(5000);
+    while (!ap_work_done(1) && !stopping.expired()) cpu_relax();
+    Answer answer;
+    answer.kind = ap_work_done(1) ? kNothing : 0;
+    format_to(answer.note, sizeof(answer.note), "bsp_uses=%u/%u ap_accesses=%lu", worked, tries, storm.accesses);
+    if (d.transport == virtio::Transport::Pci) mask_all_entries(d);
+    conclude(t, "concurrent_register_storm", answer, kNothing | kNeedsReset | kUsed | kRefused);
+}
+
+uint64_t safe_ring_address(Context& c) {
+    return safe_low_half(c, *c.prng) | (c.prng->below(2) ? c.prng->next() << 32 : 0);
+}
 
 void msix_attacks(Target& t) {
     Device& d = *t.device;
@@ -408,13 +492,13 @@ void fuzz_device_registers(Target& t) {
         // Every 32-bit register and configuration byte once in order, then random accesses anywhere in the slot.
         for (uint64_t offset = 0; offset < 0x200; offset += 4, accesses += 2) {
             read32(base + offset);
-            write32(base + offset, static_cast<uint32_t>(sanitise(c, offset, 4, prng.next(), mmio_field)));
+            write32(base + offset, static_cast<uint32_t>(sanitise(c, prng, offset, 4, prng.next(), mmio_field)));
         }
         for (uint32_t i = 0; i < c.fuzz_accesses; ++i, ++accesses) {
             uint32_t size = random_size(prng);
             uint64_t offset = prng.below(static_cast<uint32_t>(kMmioFuzzBytes - size + 1));
             if (prng.below(2)) read_sized(base + offset, size);
-            else write_sized(base + offset, size, sanitise(c, offset, size, prng.next(), mmio_field));
+            else write_sized(base + offset, size, sanitise(c, prng, offset, size, prng.next(), mmio_field));
         }
     } else {
         SavedFunction saved;
@@ -429,14 +513,14 @@ void fuzz_device_registers(Target& t) {
         for (const auto& sweep : sweeps) {
             for (uint64_t offset = sweep[0]; offset < sweep[1] && offset + 4 <= kBarFuzzBytes; offset += 4, accesses += 2) {
                 read32(base + offset);
-                write32(base + offset, static_cast<uint32_t>(sanitise(c, offset, 4, prng.next(), bar_field)));
+                write32(base + offset, static_cast<uint32_t>(sanitise(c, prng, offset, 4, prng.next(), bar_field)));
             }
         }
         for (uint32_t i = 0; i < c.fuzz_accesses; ++i, ++accesses) {
             uint32_t size = random_size(prng);
             uint64_t offset = prng.below(static_cast<uint32_t>(kBarFuzzBytes - size + 1));
             if (prng.below(2)) read_sized(base + offset, size);
-            else write_sized(base + offset, size, sanitise(c, offset, size, prng.next(), bar_field));
+            else write_sized(base + offset, size, sanitise(c, prng, offset, size, prng.next(), bar_field));
         }
         mask_all_entries(d);
         // The VIRTIO_PCI_CAP_PCI_CFG window (§4.1.4.9): BAR accesses through configuration space, with
@@ -452,7 +536,7 @@ void fuzz_device_registers(Target& t) {
                 pci::read32(d.function, cap + 16);
             } else {
                 uint32_t size = length == 1 || length == 2 || length == 4 ? length : 4;
-                pci::write32(d.function, cap + 16, static_cast<uint32_t>(sanitise(c, offset, size, prng.next(), bar_field)));
+                pci::write32(d.function, cap + 16, static_cast<uint32_t>(sanitise(c, prng, offset, size, prng.next(), bar_field)));
             }
         }
         // Configuration space itself, through ECAM where there is one (the port fuzz does 0xcf8/0xcfc).

@@ -24,6 +24,15 @@ constexpr uint64_t kTrampolinePageSize = 4096;
 // Index = cpu number, value = APIC id + 1 once that CPU has reached CPL3.
 volatile uint32_t reported_apic_ids[MAX_CPUS];
 
+// run_on_ap(): what an AP does after reporting in, before it parks.
+struct ApSlot {
+    ApWork work;
+    void* argument;
+    uint32_t done;
+};
+ApSlot ap_slots[MAX_CPUS];
+uint32_t started_apic_ids[MAX_CPUS];  // APIC id + 1 of each AP started, for starting it again
+
 bool wait_for_report(uint32_t cpu) {
     Deadline deadline(kReportTimeoutMs);
     while (!deadline.expired()) {
@@ -71,6 +80,7 @@ uint32_t start_application_processors(const BootInfo& boot, uint32_t bsp_apic_id
             continue;
         }
         uint32_t reported = reported_apic_ids[cpu] - 1;
+        started_apic_ids[cpu] = apic_id + 1;
         print("ember-test-guest: cpu %u online apic_id=%u\n", cpu, reported);
         if (reported != apic_id) {
             check_fail("smp", "cpu %u reported apic id %u, MADT says %u", cpu, reported, apic_id);
@@ -83,11 +93,30 @@ uint32_t start_application_processors(const BootInfo& boot, uint32_t bsp_apic_id
     return online;
 }
 
+bool run_on_ap(uint32_t cpu, ApWork work, void* argument) {
+    if (cpu == 0 || cpu >= MAX_CPUS || started_apic_ids[cpu] == 0) return false;
+    ap_slots[cpu].argument = argument;
+    __atomic_store_n(&ap_slots[cpu].done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&ap_slots[cpu].work, work, __ATOMIC_RELEASE);
+    __atomic_store_n(&reported_apic_ids[cpu], 0, __ATOMIC_RELEASE);
+    if (start_one(cpu, started_apic_ids[cpu] - 1)) return true;
+    __atomic_store_n(&ap_slots[cpu].work, static_cast<ApWork>(nullptr), __ATOMIC_RELEASE);
+    return false;
+}
+
+bool ap_work_done(uint32_t cpu) { return cpu < MAX_CPUS && __atomic_load_n(&ap_slots[cpu].done, __ATOMIC_ACQUIRE) != 0; }
+
 }  // namespace guest
 
-// An AP at CPL3: report the APIC id the LAPIC gives, then stop.
+// An AP at CPL3: report the APIC id the LAPIC gives, then the work run_on_ap() left it, if any, then stop.
 extern "C" [[noreturn]] void ap_user_main(uint64_t cpu, uint64_t) {
     uint32_t apic_id = guest::lapic::id();
     __atomic_store_n(&guest::reported_apic_ids[cpu], apic_id + 1, __ATOMIC_RELEASE);
+    guest::ApSlot& slot = guest::ap_slots[cpu];
+    if (guest::ApWork work = __atomic_load_n(&slot.work, __ATOMIC_ACQUIRE)) {
+        work(slot.argument);
+        __atomic_store_n(&slot.work, static_cast<guest::ApWork>(nullptr), __ATOMIC_RELEASE);
+        __atomic_store_n(&slot.done, 1, __ATOMIC_RELEASE);
+    }
     guest::park_cpu();
 }
