@@ -4,7 +4,8 @@ virtio devices, transports, PCI/MSI-X, legacy devices, and ember run's protocol 
 
 1. Hostile boots, `ember boot --console virtio` with virtio-rng, a 4 MiB disk of the seeded pattern, virtio-net
    on a tap in a private network namespace (ember-hst-<pid>, the host end at 10.0.2.1 answers ARP), virtio-fs
-   (--share, served by virtiofsd: transport attacks only, its rings are virtiofsd's to walk), over
+   (--share, served by virtiofsd: transport attacks only, its rings are virtiofsd's to walk), 2 vCPUs (the
+   second hammers each device's registers while the first uses it), over
    --transport pci (3136 MiB of RAM: the RAM region ends at the 32-bit hole and a second one starts at 4 GiB)
    and mmio (256 MiB), two seeds each (one each in the lab); the second pair with --seccomp off so that an
    ASan build's LeakSanitizer runs at exit. ember's stdin is kept full so hvc0's receive queue is exercised. Checks: ember
@@ -55,7 +56,7 @@ RING_ATTACKS = ("desc_self_loop", "desc_loop_to_head", "chain_longer_than_queue"
                 "chain_over_4g_aliased", "indirect_nested", "indirect_loop", "indirect_not_negotiated")
 TRANSPORT_ATTACKS = ("rings_outside_ram", "desc_table_misaligned", "queue_size_0", "queue_size_3",
                      "queue_size_twice_max", "notify_missing_queues", "notify_before_driver_ok",
-                     "reset_with_requests_in_flight", "register_fuzz")
+                     "reset_with_requests_in_flight", "register_fuzz", "concurrent_register_storm")
 PCI_ATTACKS = ("msix_vectors_out_of_range", "msix_table_odd_sizes_and_offsets",
                "msix_message_addresses_anywhere", "msix_masking_toggled_under_load")
 PER_DEVICE = {"blk": ("blk_header_device_writable", "blk_read_into_device_readable", "blk_status_device_readable",
@@ -204,7 +205,7 @@ def hostile_boot(ember, elf, transport, seed, disk, share, seccomp, net_ok, keep
                f" test.hostile.quiet_ms={QUIET_MS} test.hostile.pause_ms={PAUSE_MS} test.hostile.fuzz={FUZZ}"
                f" test.net.ip={GUEST_IP} test.net.peer={HOST_IP}")
     command = [ember, "boot", "--kernel", elf, "--cmdline", cmdline, "--transport", transport, "--console",
-               "virtio", "--disk", f"{disk},id=hostile-disk", "--share", f"{share}:{FS_TAG}"]
+               "virtio", "--disk", f"{disk},id=hostile-disk", "--share", f"{share}:{FS_TAG}", "--cpus", "2"]
     if transport == "pci":
         command += ["--memory", "3136M"]
     if not seccomp:
