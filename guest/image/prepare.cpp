@@ -52,6 +52,13 @@ std::string normalize_member(std::string name) {
   return name;
 }
 
+// libarchive's message for the last failure, on one line. It may have none (a compressed layer
+// that holds no data at all), and std::string from a null pointer throws logic_error, not an Error.
+std::string archive_message(archive* handle) {
+  const char* message = archive_error_string(handle);
+  return message ? one_line(message) : "unknown error";
+}
+
 struct ArchiveReader {
   std::unique_ptr<archive, decltype(&archive_read_free)> handle{archive_read_new(),
                                                                 archive_read_free};
@@ -61,8 +68,7 @@ struct ArchiveReader {
     archive_read_support_format_tar(handle.get());
     archive_read_support_filter_all(handle.get());
     if (archive_read_open_filename(handle.get(), path.c_str(), 1 << 16) != ARCHIVE_OK)
-      throw Error(name + ": not a tar archive (" + one_line(archive_error_string(handle.get())) +
-                  ")");
+      throw Error(name + ": not a tar archive (" + archive_message(handle.get()) + ")");
   }
 };
 
@@ -83,13 +89,11 @@ std::map<std::string, std::string> read_tar_members(const fs::path& path,
     std::string data(static_cast<size_t>(archive_entry_size(entry)), '\0');
     if (archive_read_data(reader.handle.get(), data.data(), data.size()) !=
         static_cast<la_ssize_t>(data.size()))
-      throw Error(name + ": corrupt tar archive (" +
-                  one_line(archive_error_string(reader.handle.get())) + ")");
+      throw Error(name + ": corrupt tar archive (" + archive_message(reader.handle.get()) + ")");
     found[member] = std::move(data);
   }
   if (status != ARCHIVE_EOF)
-    throw Error(name + ": corrupt tar archive (" +
-                one_line(archive_error_string(reader.handle.get())) + ")");
+    throw Error(name + ": corrupt tar archive (" + archive_message(reader.handle.get()) + ")");
   return found;
 }
 
@@ -113,8 +117,7 @@ void extract_archive(const fs::path& path, const fs::path& target, const std::st
     archive_entry_set_pathname(entry, destination.c_str());
     archive_entry_set_perm(entry, type == AE_IFDIR ? 0755 : 0644);
     if (archive_write_header(writer.get(), entry) != ARCHIVE_OK)
-      throw Error(name + ": cannot unpack " + member + ": " +
-                  one_line(archive_error_string(writer.get())));
+      throw Error(name + ": cannot unpack " + member + ": " + archive_message(writer.get()));
     const void* block;
     size_t size;
     la_int64_t offset;
@@ -122,16 +125,13 @@ void extract_archive(const fs::path& path, const fs::path& target, const std::st
     while ((data_status = archive_read_data_block(reader.handle.get(), &block, &size, &offset)) ==
            ARCHIVE_OK)
       if (archive_write_data_block(writer.get(), block, size, offset) != ARCHIVE_OK)
-        throw Error(name + ": cannot unpack " + member + ": " +
-                    one_line(archive_error_string(writer.get())));
+        throw Error(name + ": cannot unpack " + member + ": " + archive_message(writer.get()));
     if (data_status != ARCHIVE_EOF)
-      throw Error(name + ": corrupt tar archive (" +
-                  one_line(archive_error_string(reader.handle.get())) + ")");
+      throw Error(name + ": corrupt tar archive (" + archive_message(reader.handle.get()) + ")");
     archive_write_finish_entry(writer.get());
   }
   if (status != ARCHIVE_EOF)
-    throw Error(name + ": corrupt tar archive (" +
-                one_line(archive_error_string(reader.handle.get())) + ")");
+    throw Error(name + ": corrupt tar archive (" + archive_message(reader.handle.get()) + ")");
 }
 
 // docker-archive's manifest.json: [{"Config": "...", "RepoTags": [...], "Layers": [...]}].
@@ -212,8 +212,7 @@ std::string sha256_uncompressed(const fs::path& path, const std::string& name) {
   archive_entry* entry = nullptr;
   if (archive_read_open_filename(reader.get(), path.c_str(), 1 << 16) != ARCHIVE_OK ||
       archive_read_next_header(reader.get(), &entry) != ARCHIVE_OK)
-    throw Error(name + ": corrupt compressed layer (" +
-                one_line(archive_error_string(reader.get())) + ")");
+    throw Error(name + ": corrupt compressed layer (" + archive_message(reader.get()) + ")");
   Sha256 sha256;
   const void* block;
   size_t size;
@@ -222,8 +221,7 @@ std::string sha256_uncompressed(const fs::path& path, const std::string& name) {
   while ((status = archive_read_data_block(reader.get(), &block, &size, &offset)) == ARCHIVE_OK)
     sha256.update(block, size);
   if (status != ARCHIVE_EOF)
-    throw Error(name + ": corrupt compressed layer (" +
-                one_line(archive_error_string(reader.get())) + ")");
+    throw Error(name + ": corrupt compressed layer (" + archive_message(reader.get()) + ")");
   return sha256.hex();
 }
 
