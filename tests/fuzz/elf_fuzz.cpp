@@ -1,6 +1,7 @@
 // The ELF64 vmlinux loader (boot/elf_loader.cpp): program headers, PT_LOAD segments, PT_NOTE
 // segments or SHT_NOTE sections with the PVH entry note; and the PVH start info built for a kernel
-// that has one (boot/pvh_start_info.cpp). Input: the kernel file, loaded into 4 MiB of guest memory.
+// that has one (boot/pvh_start_info.cpp). Input: the kernel file, loaded into 4 MiB of guest
+// memory.
 #include "boot/e820.hpp"
 #include "boot/elf_loader.hpp"
 #include "boot/layout.hpp"

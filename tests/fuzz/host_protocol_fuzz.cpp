@@ -49,7 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   feed_in_chunks(stream, chunk, [&](std::span<const uint8_t> piece) {
     session.receive(piece);
     session.send_stdin(piece);
-    session.flush([](std::span<const uint8_t> bytes) { return std::min<size_t>(bytes.size(), 100); });
+    session.flush(
+        [](std::span<const uint8_t> bytes) { return std::min<size_t>(bytes.size(), 100); });
   });
   session.send_signal(15);
   session.send_resize(1, 1);
@@ -74,7 +75,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(payload.size() <= protocol::max_payload(type));
   });
   bool ok = true;
-  feed_in_chunks(stream, chunk, [&](std::span<const uint8_t> piece) { ok = reader.feed(piece) && ok; });
+  feed_in_chunks(stream, chunk,
+                 [&](std::span<const uint8_t> piece) { ok = reader.feed(piece) && ok; });
   FUZZ_CHECK(ok == reader.error().empty());
   return 0;
 }

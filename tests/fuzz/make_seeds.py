@@ -325,7 +325,7 @@ def virtio_fs_seeds():
     return seeds
 
 
-# --- Register accesses (register_ops.hpp) ---------------------------------------------------------
+# --- Register accesses (register_accesses.hpp) ---------------------------------------------------------
 
 def op(write, size, offset, value=0, kind=0, offset_bytes=2):
     code = {1: 0, 2: 1, 4: 2, 8: 3}[size]

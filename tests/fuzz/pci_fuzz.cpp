@@ -1,17 +1,18 @@
 // ember's PCI root complex (devices/pci/root.cpp) as the guest reaches it: configuration mechanism
 // #1 (ports 0xcf8-0xcff), ECAM and the BAR window, with the host bridge at device 0 and two
-// virtio-pci functions (rng, console). Configuration writes move and size BARs, turn memory decoding
-// and MSI-X (enable, function mask) on and off; BAR accesses reach the MSI-X tables and PBAs
-// (devices/pci/msix.cpp) and everything else of the transports.
+// virtio-pci functions (rng, console). Configuration writes move and size BARs, turn memory
+// decoding and MSI-X (enable, function mask) on and off; BAR accesses reach the MSI-X tables and
+// PBAs (devices/pci/msix.cpp) and everything else of the transports.
 //
-// Input: register accesses (register_ops.hpp, le32 offsets; operation bits 3-4: 0 the config I/O
-// ports, 1 ECAM, 2 the BAR window, 3 notify() of queue `value` on the first function), then the
-// guest memory image (virtio_fuzz.hpp).
+// Input: register accesses (register_accesses.hpp, le32 offsets; operation bits 3-4: 0 the config
+// I/O ports, 1 ECAM, 2 the BAR window, 3 notify() of queue `value` on the first function), then
+// the guest memory image (virtio_fuzz.hpp).
+#include "tests/fuzz/pci_fuzz.hpp"
+
 #include <memory>
 
 #include "devices/pci/root.hpp"
-#include "tests/fuzz/pci_fuzz.hpp"
-#include "tests/fuzz/register_ops.hpp"
+#include "tests/fuzz/register_accesses.hpp"
 #include "tests/fuzz/virtio_fuzz.hpp"
 
 using namespace ember;
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input input(data, size);
-  const auto ops = read_register_ops(input, 4);
+  const auto accesses = read_register_accesses(input, 4);
   const GuestMemory& memory = load_guest_memory(input.rest());
 
   EventLoop loop;
@@ -44,27 +45,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   PciConfigIo ports(root);
   PciEcam ecam(root);
   PciMmioWindow window(root);
-  for (const RegisterOp& op : ops) {
-    switch (op.kind() & 3) {
+  for (const RegisterAccess& access : accesses) {
+    switch (access.kind() & 3) {
       case 0:  // Port I/O: 1, 2 or 4 bytes inside the eight ports.
-        if (op.size() <= 4 && op.offset % kConfigPorts + op.size() <= kConfigPorts)
-          perform(ports, op.offset % kConfigPorts, op);
+        if (access.size() <= 4 && access.offset % kConfigPorts + access.size() <= kConfigPorts)
+          perform(ports, access.offset % kConfigPorts, access);
         break;
       case 1:
-        if (op.offset % kEcamSize + op.size() <= kEcamSize) perform(ecam, op.offset % kEcamSize, op);
+        if (access.offset % kEcamSize + access.size() <= kEcamSize)
+          perform(ecam, access.offset % kEcamSize, access);
         break;
       case 2:
-        if (op.offset % kWindowSize + op.size() <= kWindowSize)
-          perform(window, op.offset % kWindowSize, op);
+        if (access.offset % kWindowSize + access.size() <= kWindowSize)
+          perform(window, access.offset % kWindowSize, access);
         break;
       default:
-        rng->notify(static_cast<uint16_t>(op.value));
+        rng->notify(static_cast<uint16_t>(access.value));
     }
   }
   // Device reset (status 0) for each function, wherever the guest left its BAR, so no device keeps
   // guest memory.
   for (uint8_t device = 1; device <= 2; ++device) {
-    const auto function = std::static_pointer_cast<virtio::VirtioPciTransport>(root->function(device));
+    const auto function =
+        std::static_pointer_cast<virtio::VirtioPciTransport>(root->function(device));
     const uint8_t zero = 0;
     function->bar_write(0, virtio::pci::kDeviceStatus, std::span(&zero, 1));
   }

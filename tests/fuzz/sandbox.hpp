@@ -51,8 +51,8 @@ class Sandbox {
   // A directory whose own entries nobody may add, remove or rename (what happens further down is
   // not seen).
   void guard_directory(const std::filesystem::path& path) {
-    watch(path, IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
-                    IN_MOVE_SELF);
+    watch(path,
+          IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF);
   }
   // Forgets events so far (the target's own set-up).
   void arm() {
@@ -76,11 +76,14 @@ class Sandbox {
     std::error_code error;
     std::filesystem::remove_all(path, error);
     if (!error) return;
-    ::nftw(path.c_str(), [](const char* entry, const struct stat* info, int type, FTW*) {
-      if (type == FTW_D || type == FTW_DNR) ::chmod(entry, 0700);
-      (void)info;
-      return 0;
-    }, 16, FTW_PHYS);
+    ::nftw(
+        path.c_str(),
+        [](const char* entry, const struct stat* info, int type, FTW*) {
+          if (type == FTW_D || type == FTW_DNR) ::chmod(entry, 0700);
+          (void)info;
+          return 0;
+        },
+        16, FTW_PHYS);
     std::filesystem::remove_all(path, error);
     FUZZ_CHECK(!error);
   }
@@ -91,14 +94,17 @@ class Sandbox {
     static std::map<std::pair<dev_t, ino_t>, std::pair<nlink_t, nlink_t>>* seen;
     std::map<std::pair<dev_t, ino_t>, std::pair<nlink_t, nlink_t>> links;
     seen = &links;
-    ::nftw(tree.c_str(), [](const char*, const struct stat* info, int type, FTW*) {
-      if (type == FTW_F || type == FTW_SL || type == FTW_SLN) {
-        auto& entry = (*seen)[{info->st_dev, info->st_ino}];
-        entry.first = info->st_nlink;
-        ++entry.second;
-      }
-      return 0;
-    }, 16, FTW_PHYS);
+    ::nftw(
+        tree.c_str(),
+        [](const char*, const struct stat* info, int type, FTW*) {
+          if (type == FTW_F || type == FTW_SL || type == FTW_SLN) {
+            auto& entry = (*seen)[{info->st_dev, info->st_ino}];
+            entry.first = info->st_nlink;
+            ++entry.second;
+          }
+          return 0;
+        },
+        16, FTW_PHYS);
     for (const auto& [inode, counts] : links) {
       if (counts.first == counts.second) continue;
       std::fprintf(stderr, "sandbox escape: inode %ju has %ju links, %ju of them in %s\n",

@@ -36,8 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   EventLoop loop;
   {
     std::lock_guard lock(device.mutex());
-    FUZZ_CHECK(device.activate(memory, queues, negotiated(device.features(), flags), interrupts,
-                               loop));
+    FUZZ_CHECK(
+        device.activate(memory, queues, negotiated(device.features(), flags), interrupts, loop));
   }
   static const std::vector<uint8_t> text(13 * 0xff, 'x');
   for (uint8_t action : actions) {

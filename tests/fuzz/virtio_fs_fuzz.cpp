@@ -45,7 +45,8 @@ void activate_rings(std::vector<virtio::Queue>& queues, const GuestMemory& memor
   for (uint16_t index = 0; index < queues.size(); ++index) {
     if (!(flags & (4u << index))) continue;
     const uint64_t base = 0x1000ull * index;
-    FUZZ_CHECK(activate_queue(queues[index], {16, base, base + 0x100, base + 0x140}, memory, flags));
+    FUZZ_CHECK(
+        activate_queue(queues[index], {16, base, base + 0x100, base + 0x140}, memory, flags));
   }
 }
 

@@ -68,8 +68,8 @@ inline RingLayout read_ring_layout(Input& input) {
 }
 
 // What a transport does when the driver sets DRIVER_OK: configure, enable and activate the queue.
-inline bool activate_queue(virtio::Queue& queue, const RingLayout& layout, const GuestMemory& memory,
-                           uint8_t flags) {
+inline bool activate_queue(virtio::Queue& queue, const RingLayout& layout,
+                           const GuestMemory& memory, uint8_t flags) {
   queue.set_size(layout.size);
   queue.set_descriptor_table(layout.descriptors);
   queue.set_available_ring(layout.available);

@@ -3,12 +3,12 @@
 // configuration, ISR, device configuration, notifications, MSI-X table and PBA), with a real device
 // behind it (virtio-rng, or virtio-console when flags bit 2 is set).
 //
-// Input: u8 flags, then accesses (register_ops.hpp, le16 offsets; operation bit 3: configuration
-// space instead of the BAR, bit 4: the I/O thread's notify() of queue `value` instead of an
-// access), then the guest memory image (virtio_fuzz.hpp) holding the rings.
+// Input: u8 flags, then accesses (register_accesses.hpp, le16 offsets; operation bit 3:
+// configuration space instead of the BAR, bit 4: the I/O thread's notify() of queue `value` instead
+// of an access), then the guest memory image (virtio_fuzz.hpp) holding the rings.
 #include "devices/pci/config_space.hpp"
 #include "tests/fuzz/pci_fuzz.hpp"
-#include "tests/fuzz/register_ops.hpp"
+#include "tests/fuzz/register_accesses.hpp"
 #include "tests/fuzz/virtio_fuzz.hpp"
 
 using namespace ember;
@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input input(data, size);
   const uint8_t flags = input.u8();
-  const auto ops = read_register_ops(input, 2);
+  const auto accesses = read_register_accesses(input, 2);
   const GuestMemory& memory = load_guest_memory(input.rest());
 
   EventLoop loop;
@@ -54,16 +54,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   transport->enable_memory_decoding();
   ConfigSpaceAccess config{*transport};
   BarAccess bar{*transport};
-  for (const RegisterOp& op : ops) {
-    if (op.kind() & 2) {
-      transport->notify(static_cast<uint16_t>(op.value));
-    } else if (op.kind() & 1) {
-      const uint64_t offset = op.offset % pci::kConfigSpaceSize;
-      if (op.size() <= 4 && offset + op.size() <= pci::kConfigSpaceSize)
-        perform(config, offset, op);
+  for (const RegisterAccess& access : accesses) {
+    if (access.kind() & 2) {
+      transport->notify(static_cast<uint16_t>(access.value));
+    } else if (access.kind() & 1) {
+      const uint64_t offset = access.offset % pci::kConfigSpaceSize;
+      if (access.size() <= 4 && offset + access.size() <= pci::kConfigSpaceSize)
+        perform(config, offset, access);
     } else {
-      const uint64_t offset = op.offset % transport->bar_size();
-      if (offset + op.size() <= transport->bar_size()) perform(bar, offset, op);
+      const uint64_t offset = access.offset % transport->bar_size();
+      if (offset + access.size() <= transport->bar_size()) perform(bar, offset, access);
     }
   }
   // Device reset through the common configuration, so the device lets go of guest memory.

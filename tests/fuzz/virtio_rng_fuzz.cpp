@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CountingInterrupts interrupts(1);
   EventLoop loop;
   std::lock_guard lock(device.mutex());
-  FUZZ_CHECK(device.activate(memory, queues, negotiated(device.features(), flags), interrupts,
-                             loop));
+  FUZZ_CHECK(
+      device.activate(memory, queues, negotiated(device.features(), flags), interrupts, loop));
   for (int kick = 0; kick < kicks; ++kick) device.process_queue(0);
   check_needs_reset(device, queues, interrupts);
   device.reset();
