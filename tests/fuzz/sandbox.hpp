@@ -3,15 +3,18 @@
 // that escapes (a symlink or hardlink followed outside, a whiteout that reaches "..", a write
 // through a link) is seen even when the code removes what it made afterwards. "/" is watched too,
 // for escapes through absolute links. Made once per process in /dev/shm (tmpfs: file system work
-// on the host's disk made these targets 10 to 20 times slower) or $TMPDIR, removed at exit.
+// on the host's disk made these targets 10 to 20 times slower) or $TMPDIR, named after the pid and
+// removed at exit; a crashed run's directory is removed by the next run of the same target.
 #pragma once
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -30,9 +33,11 @@ class Sandbox {
     const char* temporary = std::getenv("TMPDIR");
     std::string base = temporary && *temporary ? temporary : "/tmp";
     if (::access("/dev/shm", W_OK) == 0) base = "/dev/shm";
-    std::string pattern = base + "/ember-fuzz-" + name + "-XXXXXX";
-    FUZZ_CHECK(::mkdtemp(pattern.data()) != nullptr);
-    root_ = pattern;
+    const std::string prefix = "ember-fuzz-" + name + "-";
+    remove_abandoned(base, prefix);
+    root_ = std::filesystem::path(base) / (prefix + std::to_string(::getpid()));
+    remove(root_);
+    FUZZ_CHECK(std::filesystem::create_directory(root_));
     watch_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     FUZZ_CHECK(watch_ >= 0);
   }
@@ -115,6 +120,18 @@ class Sandbox {
   }
 
  private:
+  // Sandboxes of runs that died (a crash aborts before any destructor runs).
+  static void remove_abandoned(const std::string& base, const std::string& prefix) {
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(base, error)) {
+      const std::string file = entry.path().filename().string();
+      if (!file.starts_with(prefix)) continue;
+      const long pid = std::strtol(file.c_str() + prefix.size(), nullptr, 10);
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        remove(entry.path());
+    }
+  }
+
   void watch(const std::filesystem::path& path, uint32_t mask) {
     const int descriptor = ::inotify_add_watch(watch_, path.c_str(), mask);
     FUZZ_CHECK(descriptor >= 0);
