@@ -248,6 +248,8 @@ std::vector<sock_filter> compile(ThreadKind kind) {
   std::unique_ptr<void, decltype(&seccomp_release)> filter(seccomp_init(SCMP_ACT_TRAP),
                                                            &seccomp_release);
   if (!filter) throw Error("seccomp: seccomp_init failed");
+  // (Rules spell scmp_arg_cmp out: libseccomp's SCMP_A0..A5 are compound literals, which clang's
+  // -Wpedantic refuses in C++.)
   // A binary search on the call number instead of a linear list: KVM_RUN comes back through the
   // filter at every exit.
   if (const int status = seccomp_attr_set(filter.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2); status != 0)
@@ -260,7 +262,7 @@ std::vector<sock_filter> compile(ThreadKind kind) {
       for (const Ioctl& request : ioctls_of(kind)) {
         const int status = seccomp_rule_add(
             filter.get(), SCMP_ACT_ALLOW, number, 1,
-            SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, request.request & 0xffffffffUL));
+            scmp_arg_cmp{1, SCMP_CMP_MASKED_EQ, 0xffffffffUL, request.request & 0xffffffffUL});
         if (status != 0) throw system_error(std::string("seccomp: rule for ") + request.name, -status);
       }
       continue;
@@ -268,7 +270,8 @@ std::vector<sock_filter> compile(ThreadKind kind) {
     if (std::strcmp(call->name, "tgkill") == 0) {
       // Signals to this process's own threads only.
       const int status = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, number, 1,
-                                          SCMP_A0(SCMP_CMP_EQ, static_cast<uint64_t>(::getpid())));
+                                          scmp_arg_cmp{0, SCMP_CMP_EQ,
+                                                       static_cast<uint64_t>(::getpid()), 0});
       if (status != 0) throw system_error("seccomp: rule for tgkill", -status);
       continue;
     }
