@@ -35,7 +35,8 @@ import threading
 import time
 
 import common
-from virtio_host import GUEST_IP, HOST_IP, delete_namespace, disk_pattern, setup_namespace
+from virtio_host import (GUEST_IP, HOST_IP, delete_namespace, disk_pattern, require_root_kvm,
+                         setup_namespace)
 
 SEED_BLK = 11
 DISK_BYTES = 4 << 20
@@ -369,13 +370,7 @@ def main():
 
     common.announce(2, "the test guest as a hostile guest against ember")
     ember, elf = os.path.abspath(options.ember), os.path.abspath(options.elf)
-    for what, path in (("ember", ember), ("test guest ELF", elf)):
-        if not os.path.isfile(path):
-            tally.check(f"setup: {what} exists", False, path)
-            tally.finish()
-    if os.geteuid() != 0 or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        tally.check("setup: running as root with /dev/kvm", False, "needs root (/dev/kvm, ip netns, tap)")
-        tally.finish()
+    require_root_kvm(tally, {"ember": ember, "test guest ELF": elf})
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = tempfile.mkdtemp(prefix="ember-hostile-")
     start = time.monotonic()

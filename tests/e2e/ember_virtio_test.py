@@ -38,8 +38,8 @@ import time
 
 import common
 from virtio_host import (GUEST_IP, HOST_IP, WRITE_BYTES, WRITE_OFFSET, console_pattern, delete_namespace,
-                         disk_pattern, fnv1a, guest_write_pattern, net_problems, run_net_helper,
-                         setup_namespace)
+                         disk_pattern, fnv1a, guest_write_pattern, net_problems, require_root_kvm,
+                         run_net_helper, setup_namespace)
 
 BOOT_TIMEOUT_S = 120
 SEED = 11
@@ -411,13 +411,7 @@ def main():
 
     common.announce(2, "ember virtio devices driven by the test guest")
     ember, elf = os.path.abspath(options.ember), os.path.abspath(options.elf)
-    for what, path in (("ember", ember), ("test guest ELF", elf)):
-        if not os.path.isfile(path):
-            tally.check(f"setup: {what} exists", False, path)
-            tally.finish()
-    if os.geteuid() != 0 or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        tally.check("setup: running as root with /dev/kvm", False, "needs root (/dev/kvm, ip netns, tap)")
-        tally.finish()
+    require_root_kvm(tally, {"ember": ember, "test guest ELF": elf})
 
     # meson stops a test with SIGTERM on timeout: leave through the finally below (namespace deletion).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -66,6 +66,18 @@ def fnv1a(data):
 
 
 # --- the network namespace -----------------------------------------------------------------------------------
+def require_root_kvm(tally, files):
+    """Ends the test with a failed set-up check unless every file in FILES (what -> path) exists and
+    it runs as root with /dev/kvm (the tests need /dev/kvm, ip netns and a tap)."""
+    for what, path in files.items():
+        if not os.path.isfile(path):
+            tally.check(f"setup: {what} exists", False, path)
+            tally.finish()
+    if os.geteuid() != 0 or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        tally.check("setup: running as root with /dev/kvm", False, "needs root (/dev/kvm, ip netns, tap)")
+        tally.finish()
+
+
 def setup_namespace(namespace, tap):
     """Creates the namespace with lo up and the tap at HOST_IP/24; returns None or an error string."""
     commands = [["ip", "netns", "add", namespace],
